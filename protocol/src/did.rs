@@ -1,0 +1,180 @@
+//! `did:key` for ed25519 keys, parsed strictly.
+//!
+//! Form: `did:key:z` + base58btc(`0xed 0x01` ‖ 32-byte key), always starting `did:key:z6Mk`.
+//! Anything else (another multibase, another multicodec, a 31- or 33-byte key, bad base58)
+//! is a typed [`DidError`], never a panic.
+
+use std::{fmt, str::FromStr};
+
+use libp2p_identity::PeerId;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::key::{ED25519_PUB_MULTICODEC, KeyError, PublicKey};
+
+const DID_KEY_PREFIX: &str = "did:key:";
+/// Longest text we even try to decode; an ed25519 did:key is 56 characters.
+const MAX_DID_LEN: usize = 128;
+
+/// Why a string is not an ed25519 `did:key`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
+#[non_exhaustive]
+pub enum DidError {
+    /// It does not start with `did:key:` (other DID methods are not supported).
+    #[error("not a did:key (expected the prefix `did:key:`)")]
+    NotDidKey,
+    /// Unreasonably long input, refused before decoding.
+    #[error("did:key is too long ({0} bytes)")]
+    TooLong(usize),
+    /// The method-specific id is not multibase base58btc (prefix `z`).
+    #[error("did:key must use multibase base58btc (prefix `z`), found {0:?}")]
+    WrongMultibase(Option<char>),
+    /// The base58 text does not decode.
+    #[error("invalid base58btc in did:key")]
+    BadBase58,
+    /// The multicodec prefix is not `ed25519-pub` (0xed).
+    #[error("did:key multicodec is not ed25519-pub (0xed01)")]
+    WrongMulticodec,
+    /// The key bytes are not a valid ed25519 public key.
+    #[error("did:key holds an invalid key: {0}")]
+    BadKey(#[from] KeyError),
+}
+
+/// A principal: an ed25519 `did:key`. Devices, persons' root identities, friends and
+/// vendors are all named this way.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Did(PublicKey);
+
+impl Did {
+    /// The public key this DID names.
+    pub fn public_key(&self) -> &PublicKey {
+        &self.0
+    }
+
+    /// The libp2p PeerId of a device whose identity key this is.
+    pub fn to_peer_id(&self) -> PeerId {
+        self.0.to_peer_id()
+    }
+
+    /// The DID of the device behind a PeerId.
+    pub fn from_peer_id(peer: &PeerId) -> Result<Self, KeyError> {
+        PublicKey::from_peer_id(peer).map(Self)
+    }
+
+    /// A short form for logs: the last 8 characters.
+    pub fn fmt_short(&self) -> String {
+        let full = self.to_string();
+        full[full.len() - 8..].to_owned()
+    }
+}
+
+impl From<PublicKey> for Did {
+    fn from(key: PublicKey) -> Self {
+        Self(key)
+    }
+}
+
+impl fmt::Display for Did {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut bytes = Vec::with_capacity(34);
+        bytes.extend_from_slice(&ED25519_PUB_MULTICODEC);
+        bytes.extend_from_slice(self.0.as_bytes());
+        write!(
+            f,
+            "{DID_KEY_PREFIX}{}",
+            multibase::encode(multibase::Base::Base58Btc, bytes)
+        )
+    }
+}
+
+impl fmt::Debug for Did {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Did({self})")
+    }
+}
+
+impl FromStr for Did {
+    type Err = DidError;
+
+    fn from_str(text: &str) -> Result<Self, DidError> {
+        if text.len() > MAX_DID_LEN {
+            return Err(DidError::TooLong(text.len()));
+        }
+        let id = text
+            .strip_prefix(DID_KEY_PREFIX)
+            .ok_or(DidError::NotDidKey)?;
+        let mut chars = id.chars();
+        match chars.next() {
+            Some('z') => {}
+            other => return Err(DidError::WrongMultibase(other)),
+        }
+        let (_, bytes) = multibase::decode(id).map_err(|_| DidError::BadBase58)?;
+        let key = bytes
+            .strip_prefix(&ED25519_PUB_MULTICODEC)
+            .ok_or(DidError::WrongMulticodec)?;
+        Ok(Self(PublicKey::from_bytes(key)?))
+    }
+}
+
+impl Serialize for Did {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Did {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(prefix: &[u8], key_len: usize) -> String {
+        let mut bytes = prefix.to_vec();
+        bytes.extend(std::iter::repeat_n(1u8, key_len));
+        format!(
+            "did:key:{}",
+            multibase::encode(multibase::Base::Base58Btc, bytes)
+        )
+    }
+
+    #[test]
+    fn rejects_malformed_dids_with_typed_errors() {
+        let good = crate::SecretKey::from_seed([5; 32]).did().to_string();
+        assert!(good.starts_with("did:key:z6Mk"));
+        assert_eq!(good.parse::<Did>().unwrap().to_string(), good);
+
+        let base32 = good.replacen("did:key:z", "did:key:b", 1);
+        assert_eq!(
+            base32.parse::<Did>(),
+            Err(DidError::WrongMultibase(Some('b')))
+        );
+        assert_eq!("did:web:example.com".parse::<Did>(), Err(DidError::NotDidKey));
+        assert_eq!("did:key:".parse::<Did>(), Err(DidError::WrongMultibase(None)));
+        assert_eq!("did:key:z0OIl".parse::<Did>(), Err(DidError::BadBase58));
+        assert_eq!(
+            encode(&[0xe7, 0x01], 33).parse::<Did>(),
+            Err(DidError::WrongMulticodec)
+        );
+        assert_eq!(
+            encode(&ED25519_PUB_MULTICODEC, 31).parse::<Did>(),
+            Err(DidError::BadKey(KeyError::WrongLength(31)))
+        );
+        assert_eq!(
+            encode(&ED25519_PUB_MULTICODEC, 33).parse::<Did>(),
+            Err(DidError::BadKey(KeyError::WrongLength(33)))
+        );
+        let long = format!("did:key:z{}", "6".repeat(300));
+        assert_eq!(long.parse::<Did>(), Err(DidError::TooLong(long.len())));
+    }
+
+    #[test]
+    fn did_and_peer_id_convert_both_ways() {
+        let did = crate::SecretKey::from_seed([6; 32]).did();
+        let peer = did.to_peer_id();
+        assert_eq!(Did::from_peer_id(&peer).unwrap(), did);
+    }
+}
