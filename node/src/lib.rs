@@ -1,1 +1,15 @@
-//! placeholder
+//! Membrane's node: everything that touches the outside world around the pure
+//! [`membrane_protocol`] crate.
+//!
+//! Today this crate owns the on-disk identity of a device ([`identity`]): the person's
+//! root key (on the first device), this device's key, and the delegations by which the
+//! device acts for the person. Storage (redb), the network (libp2p) and the sync engine's
+//! I/O land here next, each owned by one actor and reached through a handle.
+#![deny(missing_docs, unreachable_pub)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod identity;
+pub mod random;
+pub mod time;
+
+pub use identity::{DataDir, DeviceIdentity, IdentityError};

@@ -152,8 +152,14 @@ mod tests {
             base32.parse::<Did>(),
             Err(DidError::WrongMultibase(Some('b')))
         );
-        assert_eq!("did:web:example.com".parse::<Did>(), Err(DidError::NotDidKey));
-        assert_eq!("did:key:".parse::<Did>(), Err(DidError::WrongMultibase(None)));
+        assert_eq!(
+            "did:web:example.com".parse::<Did>(),
+            Err(DidError::NotDidKey)
+        );
+        assert_eq!(
+            "did:key:".parse::<Did>(),
+            Err(DidError::WrongMultibase(None))
+        );
         assert_eq!("did:key:z0OIl".parse::<Did>(), Err(DidError::BadBase58));
         assert_eq!(
             encode(&[0xe7, 0x01], 33).parse::<Did>(),

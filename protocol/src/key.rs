@@ -164,9 +164,12 @@ impl SecretKey {
             .filter(|bytes| bytes.starts_with(&ED25519_PRIV_MULTICODEC))
             .or_else(|| crate::ucan::decode_base64_loose(text).ok())
             .ok_or(KeyError::MalformedSecret("neither multibase nor base64"))?;
-        let seed = bytes
-            .strip_prefix(&ED25519_PRIV_MULTICODEC)
-            .ok_or(KeyError::MalformedSecret("missing the ed25519-priv multicodec"))?;
+        let seed =
+            bytes
+                .strip_prefix(&ED25519_PRIV_MULTICODEC)
+                .ok_or(KeyError::MalformedSecret(
+                    "missing the ed25519-priv multicodec",
+                ))?;
         let seed: [u8; 32] = seed
             .try_into()
             .map_err(|_| KeyError::MalformedSecret("the seed is not 32 bytes"))?;

@@ -62,8 +62,14 @@ fn delegation_fixture_decodes_verifies_and_re_encodes_identically() {
         let envelope = &case["envelope"];
         let expected = &envelope["payload"];
         let payload = token.payload();
-        assert_eq!(payload.issuer.to_string(), expected["iss"].as_str().unwrap());
-        assert_eq!(payload.audience.to_string(), expected["aud"].as_str().unwrap());
+        assert_eq!(
+            payload.issuer.to_string(),
+            expected["iss"].as_str().unwrap()
+        );
+        assert_eq!(
+            payload.audience.to_string(),
+            expected["aud"].as_str().unwrap()
+        );
         assert_eq!(
             payload.subject.map(|did| did.to_string()).as_deref(),
             expected["sub"].as_str()
@@ -87,11 +93,12 @@ fn delegation_fixture_decodes_verifies_and_re_encodes_identically() {
         // fixture byte for byte, which proves our encoder writes exactly the spec's form.
         let bob = principal("bob");
         assert_eq!(bob.did(), payload.issuer);
-        let mut builder = DelegationBuilder::new(payload.issuer, payload.audience, payload.command.clone())
-            .policy(payload.policy.clone())
-            .nonce(payload.nonce.clone())
-            .expiration(payload.expiration)
-            .not_before(payload.not_before);
+        let mut builder =
+            DelegationBuilder::new(payload.issuer, payload.audience, payload.command.clone())
+                .policy(payload.policy.clone())
+                .nonce(payload.nonce.clone())
+                .expiration(payload.expiration)
+                .not_before(payload.not_before);
         builder = match payload.subject {
             Some(subject) => builder.subject(subject),
             None => builder.powerline(),
@@ -171,7 +178,12 @@ fn policy_cases_hold_and_fail_as_specified() {
             for policy in group["policies"].as_array().unwrap() {
                 let parsed = Policy::from_ipld(&json_to_ipld(policy).unwrap())
                     .unwrap_or_else(|e| panic!("{policy}: {e}"));
-                assert_eq!(parsed.matches(&args), should_hold, "{kind}: {policy} on {}", group["args"]);
+                assert_eq!(
+                    parsed.matches(&args),
+                    should_hold,
+                    "{kind}: {policy} on {}",
+                    group["args"]
+                );
                 // The IPLD form survives a round trip.
                 assert_eq!(Policy::from_ipld(&parsed.to_ipld()).unwrap(), parsed);
             }

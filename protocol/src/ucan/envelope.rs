@@ -175,8 +175,8 @@ pub(crate) fn decode_envelope(bytes: &[u8]) -> Result<Envelope, DecodeError> {
     }
     let value: Ipld = serde_ipld_dagcbor::from_slice(bytes)
         .map_err(|error| DecodeError::NotDagCbor(error.to_string()))?;
-    let canonical =
-        serde_ipld_dagcbor::to_vec(&value).map_err(|error| DecodeError::NotDagCbor(error.to_string()))?;
+    let canonical = serde_ipld_dagcbor::to_vec(&value)
+        .map_err(|error| DecodeError::NotDagCbor(error.to_string()))?;
     if canonical != bytes {
         return Err(DecodeError::NotCanonical);
     }
@@ -188,10 +188,14 @@ pub(crate) fn decode_envelope(bytes: &[u8]) -> Result<Envelope, DecodeError> {
     }
     let signed = parts.pop().expect("two elements");
     let Some(Ipld::Bytes(signature)) = parts.pop() else {
-        return Err(DecodeError::BadEnvelope("the first element is not the signature bytes"));
+        return Err(DecodeError::BadEnvelope(
+            "the first element is not the signature bytes",
+        ));
     };
     if signature.len() > MAX_SIGNATURE_LEN {
-        return Err(DecodeError::BadEnvelope("the signature is implausibly long"));
+        return Err(DecodeError::BadEnvelope(
+            "the signature is implausibly long",
+        ));
     }
     let Ipld::Map(mut signed) = signed else {
         return Err(DecodeError::BadEnvelope("the second element is not a map"));
@@ -228,15 +232,18 @@ pub(crate) fn encode_envelope(
     signer: &SecretKey,
 ) -> Result<Envelope, EncodeError> {
     let mut signed = BTreeMap::new();
-    signed.insert("h".to_owned(), Ipld::Bytes(VARSIG_ED25519_DAG_CBOR.to_vec()));
+    signed.insert(
+        "h".to_owned(),
+        Ipld::Bytes(VARSIG_ED25519_DAG_CBOR.to_vec()),
+    );
     signed.insert(kind.tag().to_owned(), Ipld::Map(payload.clone()));
     let signed = Ipld::Map(signed);
-    let signed_bytes =
-        serde_ipld_dagcbor::to_vec(&signed).map_err(|error| EncodeError::Cbor(error.to_string()))?;
+    let signed_bytes = serde_ipld_dagcbor::to_vec(&signed)
+        .map_err(|error| EncodeError::Cbor(error.to_string()))?;
     let signature = signer.sign(&signed_bytes);
     let envelope = Ipld::List(vec![Ipld::Bytes(signature.to_bytes().to_vec()), signed]);
-    let bytes =
-        serde_ipld_dagcbor::to_vec(&envelope).map_err(|error| EncodeError::Cbor(error.to_string()))?;
+    let bytes = serde_ipld_dagcbor::to_vec(&envelope)
+        .map_err(|error| EncodeError::Cbor(error.to_string()))?;
     if bytes.len() > MAX_TOKEN_SIZE {
         return Err(EncodeError::TooLarge(bytes.len()));
     }

@@ -49,11 +49,11 @@ pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 /// not, surrounding whitespace ignored.
 pub fn decode_base64_loose(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
     use base64::{
-        Engine as _,
-        alphabet,
+        Engine as _, alphabet,
         engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig},
     };
-    let config = GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    let config =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
     let text = text.trim();
     GeneralPurpose::new(&alphabet::STANDARD, config)
         .decode(text)

@@ -39,7 +39,10 @@ impl Fields {
                 .parse()
                 .map(Some)
                 .map_err(|e| DecodeError::bad_did(field, e)),
-            _ => Err(DecodeError::bad_field(field, "expected a DID string or null")),
+            _ => Err(DecodeError::bad_field(
+                field,
+                "expected a DID string or null",
+            )),
         }
     }
 
@@ -83,10 +86,15 @@ impl Fields {
         &mut self,
         field: &'static str,
     ) -> Result<Option<UnixTime>, DecodeError> {
-        self.take(field).map(|value| time_value(field, value)).transpose()
+        self.take(field)
+            .map(|value| time_value(field, value))
+            .transpose()
     }
 
-    pub(crate) fn map(&mut self, field: &'static str) -> Result<BTreeMap<String, Ipld>, DecodeError> {
+    pub(crate) fn map(
+        &mut self,
+        field: &'static str,
+    ) -> Result<BTreeMap<String, Ipld>, DecodeError> {
         match self.required(field)? {
             Ipld::Map(map) => Ok(map),
             _ => Err(DecodeError::bad_field(field, "expected a map")),
@@ -116,12 +124,18 @@ impl Fields {
             .into_iter()
             .map(|item| match item {
                 Ipld::Link(cid) => Ok(cid),
-                _ => Err(DecodeError::bad_field(field, "expected a list of CID links")),
+                _ => Err(DecodeError::bad_field(
+                    field,
+                    "expected a list of CID links",
+                )),
             })
             .collect()
     }
 
-    pub(crate) fn optional_link(&mut self, field: &'static str) -> Result<Option<Cid>, DecodeError> {
+    pub(crate) fn optional_link(
+        &mut self,
+        field: &'static str,
+    ) -> Result<Option<Cid>, DecodeError> {
         match self.take(field) {
             None => Ok(None),
             Some(Ipld::Link(cid)) => Ok(Some(cid)),

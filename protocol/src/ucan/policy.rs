@@ -50,7 +50,9 @@ pub enum PolicyError {
     #[error("bad glob pattern {0:?}")]
     BadPattern(String),
     /// Nested too deeply or too many statements.
-    #[error("policy too large (at most {MAX_POLICY_STATEMENTS} statements, nesting {MAX_POLICY_DEPTH})")]
+    #[error(
+        "policy too large (at most {MAX_POLICY_STATEMENTS} statements, nesting {MAX_POLICY_DEPTH})"
+    )]
     TooLarge,
 }
 
@@ -158,7 +160,8 @@ impl Policy {
     pub fn from_json(text: &str) -> Result<Self, PolicyError> {
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|error| malformed(error.to_string()))?;
-        let ipld = super::json::json_to_ipld(&value).map_err(|error| malformed(error.to_string()))?;
+        let ipld =
+            super::json::json_to_ipld(&value).map_err(|error| malformed(error.to_string()))?;
         Self::from_ipld(&ipld)
     }
 
@@ -240,7 +243,9 @@ impl Statement {
             "and" | "or" => {
                 arity(2)?;
                 let Ipld::List(items) = &parts[1] else {
-                    return Err(malformed(format!("{operator:?} takes a list of statements")));
+                    return Err(malformed(format!(
+                        "{operator:?} takes a list of statements"
+                    )));
                 };
                 let statements = items
                     .iter()
@@ -276,8 +281,14 @@ impl Statement {
             Self::Compare(s, c, v) => vec![op(c.operator()), sel(s), v.clone()],
             Self::Like(s, glob) => vec![op("like"), sel(s), Ipld::String(glob.text.clone())],
             Self::Not(inner) => vec![op("not"), inner.to_ipld()],
-            Self::And(items) => vec![op("and"), Ipld::List(items.iter().map(Self::to_ipld).collect())],
-            Self::Or(items) => vec![op("or"), Ipld::List(items.iter().map(Self::to_ipld).collect())],
+            Self::And(items) => vec![
+                op("and"),
+                Ipld::List(items.iter().map(Self::to_ipld).collect()),
+            ],
+            Self::Or(items) => vec![
+                op("or"),
+                Ipld::List(items.iter().map(Self::to_ipld).collect()),
+            ],
             Self::All(s, inner) => vec![op("all"), sel(s), inner.to_ipld()],
             Self::Any(s, inner) => vec![op("any"), sel(s), inner.to_ipld()],
         })
@@ -285,15 +296,14 @@ impl Statement {
 
     fn evaluate(&self, input: &Ipld) -> Outcome {
         match self {
-            Self::Equal(selector, expected) => {
-                Ok(ipld_equal(&selector.select(input)?, expected))
-            }
+            Self::Equal(selector, expected) => Ok(ipld_equal(&selector.select(input)?, expected)),
             Self::NotEqual(selector, expected) => {
                 Ok(!ipld_equal(&selector.select(input)?, expected))
             }
             Self::Compare(selector, comparison, bound) => {
                 let value = selector.select(input)?;
-                Ok(compare_numbers(&value, bound).is_some_and(|ordering| comparison.holds(ordering)))
+                Ok(compare_numbers(&value, bound)
+                    .is_some_and(|ordering| comparison.holds(ordering)))
             }
             Self::Like(selector, glob) => Ok(match selector.select(input)? {
                 Ipld::String(text) => glob.matches(&text),
@@ -309,7 +319,11 @@ impl Statement {
                         Err(Unresolved) => unresolved = true,
                     }
                 }
-                if unresolved { Err(Unresolved) } else { Ok(true) }
+                if unresolved {
+                    Err(Unresolved)
+                } else {
+                    Ok(true)
+                }
             }
             Self::Or(items) => {
                 if items.is_empty() {
@@ -328,7 +342,11 @@ impl Statement {
                             Err(Unresolved) => unresolved = true,
                         }
                     }
-                    if unresolved { Err(Unresolved) } else { Ok(true) }
+                    if unresolved {
+                        Err(Unresolved)
+                    } else {
+                        Ok(true)
+                    }
                 }
             },
             Self::Any(selector, inner) => match collection(selector.select(input)?) {
@@ -349,7 +367,11 @@ fn any_of(outcomes: impl Iterator<Item = Outcome>) -> Outcome {
             Err(Unresolved) => unresolved = true,
         }
     }
-    if unresolved { Err(Unresolved) } else { Ok(false) }
+    if unresolved {
+        Err(Unresolved)
+    } else {
+        Ok(false)
+    }
 }
 
 /// The elements of a list or the values of a map; `None` for anything else.
@@ -717,7 +739,10 @@ mod tests {
         let input = r#"{"a": 1}"#;
         assert!(!holds(r#"[["not", ["==", ".a.b", 2]]]"#, input));
         assert!(!holds(r#"[["!=", ".a.b", 2]]"#, input));
-        assert!(holds(r#"[["or", [["==", ".a.b", 2], ["==", ".a", 1]]]]"#, input));
+        assert!(holds(
+            r#"[["or", [["==", ".a.b", 2], ["==", ".a", 1]]]]"#,
+            input
+        ));
     }
 
     #[test]
@@ -739,7 +764,11 @@ mod tests {
         assert!(Policy::from_json(r#"[["like", ".a", "x\\"]]"#).is_err());
         assert!(Policy::from_json(r#"[["and", ["==", ".a", 1]]]"#).is_err());
         assert!(Policy::from_json(r#"[["not"]]"#).is_err());
-        let deep = format!("[{}[\"==\", \".a\", 1]{}]", "[\"not\", ".repeat(40), "]".repeat(40));
+        let deep = format!(
+            "[{}[\"==\", \".a\", 1]{}]",
+            "[\"not\", ".repeat(40),
+            "]".repeat(40)
+        );
         assert_eq!(Policy::from_json(&deep), Err(PolicyError::TooLarge));
     }
 

@@ -13,8 +13,8 @@ use cid::Cid;
 use ipld_core::ipld::Ipld;
 
 use super::{
-    Command, Delegation, EncodeError, Invocation, InvocationBuilder, ProofStore,
-    ValidationError, Validator,
+    Command, Delegation, EncodeError, Invocation, InvocationBuilder, ProofStore, ValidationError,
+    Validator,
 };
 use crate::{did::Did, key::SecretKey};
 
@@ -36,8 +36,8 @@ pub enum RevocationError {
     /// The revoker is not an issuer in the revoked delegation's chain.
     #[error("{revoker} issued nothing in the chain of {revoked}")]
     NotInChain {
-        /// On whose authority the revocation acts.
-        revoker: Did,
+        /// On whose authority the revocation acts (a DID).
+        revoker: String,
         /// The delegation it tries to revoke.
         revoked: Cid,
     },
@@ -58,7 +58,9 @@ impl Revocation {
     pub fn from_invocation(invocation: Invocation) -> Result<Self, RevocationError> {
         let payload = invocation.payload();
         if payload.command.as_str() != REVOKE_COMMAND {
-            return Err(RevocationError::NotARevocation("the command is not /ucan/revoke"));
+            return Err(RevocationError::NotARevocation(
+                "the command is not /ucan/revoke",
+            ));
         }
         let Some(Ipld::Link(revoked)) = payload.args.get(REVOKE_ARG) else {
             return Err(RevocationError::NotARevocation("no `revoke` CID argument"));
@@ -125,7 +127,7 @@ impl Revocation {
             Ok(())
         } else {
             Err(RevocationError::NotInChain {
-                revoker,
+                revoker: revoker.to_string(),
                 revoked: self.revoked,
             })
         }

@@ -17,9 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use cid::Cid;
 use ipld_core::ipld::Ipld;
 
-use super::{
-    Command, Delegation, Invocation, MAX_CHAIN_DEPTH, Policy, RevocationSet, UnixTime,
-};
+use super::{Command, Delegation, Invocation, MAX_CHAIN_DEPTH, Policy, RevocationSet, UnixTime};
 use crate::did::Did;
 
 /// Why a chain is not valid. [`ValidationError::name`] gives the spec's error name.
@@ -171,7 +169,11 @@ impl ValidChain {
                 self.command
             )));
         }
-        match self.policies.iter().find(|(_, policy)| !policy.matches(args)) {
+        match self
+            .policies
+            .iter()
+            .find(|(_, policy)| !policy.matches(args))
+        {
             Some((cid, _)) => Err(ValidationError::MatchError(*cid)),
             None => Ok(()),
         }
@@ -220,10 +222,10 @@ impl<'a> Validator<'a> {
                 return Err(ValidationError::Expired { cid, expiration });
             }
         }
-        if let Some(not_before) = not_before {
-            if self.now.saturating_add(self.clock_skew) < not_before {
-                return Err(ValidationError::TooEarly { cid, not_before });
-            }
+        if let Some(not_before) = not_before
+            && self.now.saturating_add(self.clock_skew) < not_before
+        {
+            return Err(ValidationError::TooEarly { cid, not_before });
         }
         Ok(())
     }
@@ -234,7 +236,10 @@ impl<'a> Validator<'a> {
             .verify_signature()
             .map_err(|_| ValidationError::InvalidSignature(proof.cid()))?;
         self.check_time(proof.cid(), payload.expiration, payload.not_before)?;
-        if self.revocations.is_some_and(|set| set.contains(&proof.cid())) {
+        if self
+            .revocations
+            .is_some_and(|set| set.contains(&proof.cid()))
+        {
             return Err(ValidationError::Revoked(proof.cid()));
         }
         Ok(())
@@ -257,7 +262,11 @@ impl<'a> Validator<'a> {
         let proofs = payload
             .proofs
             .iter()
-            .map(|cid| store.proof(cid).ok_or(ValidationError::UnavailableProof(*cid)))
+            .map(|cid| {
+                store
+                    .proof(cid)
+                    .ok_or(ValidationError::UnavailableProof(*cid))
+            })
             .collect::<Result<Vec<_>, _>>()?;
 
         let walked = self.walk(&payload.subject, &proofs)?;
@@ -297,7 +306,9 @@ impl<'a> Validator<'a> {
             return Err(ValidationError::ChainTooDeep(chain.len()));
         }
         let Some(root) = chain.first() else {
-            return Err(ValidationError::InvalidClaim("an empty chain proves nothing".into()));
+            return Err(ValidationError::InvalidClaim(
+                "an empty chain proves nothing".into(),
+            ));
         };
         let Some(subject) = root.payload().subject else {
             // Signature and time still come first, as for every proof.
@@ -355,14 +366,14 @@ impl<'a> Validator<'a> {
                     walked.audience
                 )));
             }
-            if let Some(parent) = &walked.command {
-                if !parent.covers(&payload.command) {
-                    return Err(ValidationError::InvalidClaim(format!(
-                        "{} widens the command from {parent} to {}",
-                        proof.cid(),
-                        payload.command
-                    )));
-                }
+            if let Some(parent) = &walked.command
+                && !parent.covers(&payload.command)
+            {
+                return Err(ValidationError::InvalidClaim(format!(
+                    "{} widens the command from {parent} to {}",
+                    proof.cid(),
+                    payload.command
+                )));
             }
             walked.audience = payload.audience;
             walked.command = Some(payload.command.clone());

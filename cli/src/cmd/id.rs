@@ -1,0 +1,29 @@
+//! `membrane id`: who am I?
+
+use std::path::PathBuf;
+
+use membrane_node::DeviceIdentity;
+use serde_json::json;
+
+use crate::output::Output;
+
+/// Print your root DID and this device's DID and PeerId.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {}
+
+pub(crate) fn run(_args: Args, data_dir: Option<PathBuf>, out: &mut Output) -> anyhow::Result<()> {
+    let dir = super::resolve_data_dir(data_dir)?;
+    let identity = DeviceIdentity::load(&dir)?;
+    let peer_id = identity.device.public().to_peer_id();
+    let data = json!({
+        "root": identity.root.to_string(),
+        "device": identity.device.did().to_string(),
+        "peer_id": peer_id.to_string(),
+        "holds_root_key": identity.root_key.is_some(),
+    });
+    out.result("identity", &data, |w| {
+        writeln!(w, "root:    {}", identity.root)?;
+        writeln!(w, "device:  {}", identity.device.did())?;
+        writeln!(w, "peer id: {peer_id}")
+    })
+}

@@ -1,0 +1,40 @@
+//! One module per subcommand; each exposes `Args` and `run`.
+
+pub(crate) mod id;
+pub(crate) mod init;
+pub(crate) mod token;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use membrane_node::DataDir;
+
+use crate::{
+    args::{Cli, Command},
+    output::Output,
+};
+
+pub(crate) fn run(cli: Cli, out: &mut Output) -> anyhow::Result<()> {
+    let data_dir = cli.data_dir;
+    match cli.command {
+        Command::Init(args) => init::run(args, data_dir, out),
+        Command::Id(args) => id::run(args, data_dir, out),
+        Command::Token(command) => token::run(*command, data_dir, out),
+    }
+}
+
+/// The data dir: `--data-dir`/`MEMBRANE_DATA_DIR`, else the XDG data dir.
+pub(crate) fn resolve_data_dir(explicit: Option<PathBuf>) -> anyhow::Result<DataDir> {
+    if let Some(path) = explicit {
+        return Ok(DataDir::new(path));
+    }
+    let base = match std::env::var_os("XDG_DATA_HOME").filter(|value| !value.is_empty()) {
+        Some(xdg) => PathBuf::from(xdg),
+        None => PathBuf::from(
+            std::env::var_os("HOME")
+                .context("neither --data-dir, MEMBRANE_DATA_DIR, XDG_DATA_HOME nor HOME is set")?,
+        )
+        .join(".local/share"),
+    };
+    Ok(DataDir::new(base.join("membrane")))
+}
