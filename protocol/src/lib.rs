@@ -33,8 +33,11 @@
 
 pub mod capability;
 pub mod did;
+pub mod document_id;
 pub mod key;
+pub mod sync;
 pub mod ucan;
 
 pub use did::Did;
+pub use document_id::DocumentId;
 pub use key::{PublicKey, SecretKey, Signature};

@@ -1,0 +1,740 @@
+//! The sync state machine: one per node, holding its documents and one session per
+//! connected peer. The node feeds it [`Input`]s with the current time and carries out the
+//! [`Effect`]s it returns; the simulator does the same with virtual time.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    fmt,
+    panic::{AssertUnwindSafe, catch_unwind},
+};
+
+use automerge::{
+    Automerge, ChangeHash,
+    sync::{self, SyncDoc as _},
+};
+use serde_bytes::ByteBuf;
+
+use super::{
+    docs::DocSet,
+    wire::{BUCKETS, DocMessage, Entry, Frame, MAX_FRAME_SIZE, PROTOCOL_VERSION},
+};
+use crate::{
+    did::Did,
+    document_id::DocumentId,
+    ucan::{Delegation, RevocationSet, UnixTime, ValidationError, Validator},
+};
+
+/// Identifies one session (one ordered stream to one peer). Chosen by the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+/// Which side opened the stream. The initiator speaks first, so a listener reveals nothing
+/// to a peer until that peer has proven who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Opened the stream; sends `Hello` first.
+    Initiator,
+    /// Accepted the stream; answers only an authorized `Hello`.
+    Responder,
+}
+
+/// What happens to the hub.
+#[derive(Debug)]
+pub enum Input {
+    /// A stream to `peer` (authenticated by the transport) is open.
+    Opened {
+        /// The session.
+        session: SessionId,
+        /// The transport-authenticated peer.
+        peer: Did,
+        /// Who opened it.
+        role: Role,
+        /// Sync states persisted from earlier sessions with this peer.
+        persisted: Vec<(DocumentId, Vec<u8>)>,
+    },
+    /// A frame arrived on a session.
+    Received {
+        /// The session.
+        session: SessionId,
+        /// The frame's bytes.
+        frame: Vec<u8>,
+    },
+    /// The stream closed.
+    Closed {
+        /// The session.
+        session: SessionId,
+    },
+    /// The node changed a document locally (it is already in [`SyncHub::docs_mut`]).
+    LocalChange {
+        /// The document.
+        doc: DocumentId,
+    },
+}
+
+/// Why the hub ends a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer's `Hello` does not prove it is one of this person's devices.
+    Unauthorized(String),
+    /// A frame that does not decode, or an Automerge message that does not apply.
+    Malformed(String),
+    /// A frame at the wrong time (e.g. documents before `Hello`).
+    ProtocolViolation(String),
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unauthorized(why) => write!(f, "unauthorized: {why}"),
+            Self::Malformed(why) => write!(f, "malformed: {why}"),
+            Self::ProtocolViolation(why) => write!(f, "protocol violation: {why}"),
+        }
+    }
+}
+
+/// What the node must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Send a frame on a session.
+    Send {
+        /// The session.
+        session: SessionId,
+        /// The encoded frame.
+        frame: Vec<u8>,
+    },
+    /// Close a session (the hub has already forgotten it).
+    Close {
+        /// The session.
+        session: SessionId,
+        /// Why, for the log.
+        reason: CloseReason,
+    },
+    /// The peer proved it is one of this person's devices.
+    Authorized {
+        /// The session.
+        session: SessionId,
+        /// The device.
+        peer: Did,
+    },
+    /// Both sides now know which documents differ.
+    Reconciled {
+        /// The session.
+        session: SessionId,
+        /// How many documents will sync.
+        differing: usize,
+    },
+    /// A peer's changes were applied: persist these bytes (`Automerge::load_incremental`
+    /// form) for the document.
+    StoreChanges {
+        /// The document.
+        doc: DocumentId,
+        /// Incremental save since the previous heads.
+        data: Vec<u8>,
+    },
+    /// A document arrived whole: persist it.
+    StoreSnapshot {
+        /// The document.
+        doc: DocumentId,
+        /// `Automerge::save()`.
+        data: Vec<u8>,
+    },
+    /// A document changed because of a peer (for watchers).
+    DocChanged {
+        /// The document.
+        doc: DocumentId,
+        /// Its new heads.
+        heads: Vec<ChangeHash>,
+    },
+    /// Sync with a peer reached a common state: persist it for the next session.
+    SaveSyncState {
+        /// The peer.
+        peer: Did,
+        /// The document.
+        doc: DocumentId,
+        /// `sync::State::encode()`.
+        state: Vec<u8>,
+    },
+    /// Applying a peer's message to a document panicked inside Automerge; the in-memory
+    /// copy may be damaged and must be reloaded from storage.
+    DocumentPoisoned {
+        /// The document.
+        doc: DocumentId,
+    },
+}
+
+/// Configuration of a hub.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// This device.
+    pub me: Did,
+    /// The person's root: peers must prove delegation from it.
+    pub root: Did,
+    /// This device's authority chain, root first, sent in `Hello`.
+    pub chain: Vec<Delegation>,
+    /// Clock skew tolerated when validating peers' chains.
+    pub clock_skew: UnixTime,
+    /// Largest frame sent.
+    pub max_frame_size: usize,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the peer's `Hello`.
+    AwaitingHello,
+    /// Authorized; reconciling which documents differ.
+    Reconciling,
+    /// Reconciled; documents sync as they change.
+    Live,
+}
+
+struct Session {
+    peer: Did,
+    role: Role,
+    phase: Phase,
+    /// What we told the peer in `Summary`; both sides compare the same two values.
+    sent_summary: Option<(u64, [u8; 16])>,
+    /// Documents changed since `sent_summary` was taken.
+    dirty: BTreeSet<DocumentId>,
+    states: HashMap<DocumentId, sync::State>,
+    persisted: HashMap<DocumentId, Vec<u8>>,
+}
+
+impl Session {
+    fn drives(&self, me: &Did) -> bool {
+        me.public_key().as_bytes() < self.peer.public_key().as_bytes()
+    }
+}
+
+/// The sync state machine of one node.
+pub struct SyncHub {
+    config: HubConfig,
+    docs: DocSet,
+    sessions: BTreeMap<SessionId, Session>,
+    revocations: RevocationSet,
+    /// Document messages gathered while handling one input, sent as few frames per session
+    /// at its end.
+    outbox: BTreeMap<SessionId, Vec<DocMessage>>,
+}
+
+impl fmt::Debug for SyncHub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SyncHub")
+            .field("me", &self.config.me)
+            .field("docs", &self.docs.len())
+            .field("sessions", &self.sessions.len())
+            .finish()
+    }
+}
+
+/// Per-document sync with one peer: in sync, or not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerDocStatus {
+    /// The peer.
+    pub peer: Did,
+    /// Whether the peer's last known heads equal ours.
+    pub in_sync: bool,
+}
+
+impl SyncHub {
+    /// A hub with the given documents.
+    pub fn new(config: HubConfig, docs: DocSet) -> Self {
+        Self {
+            config,
+            docs,
+            sessions: BTreeMap::new(),
+            revocations: RevocationSet::new(),
+            outbox: BTreeMap::new(),
+        }
+    }
+
+    /// This device.
+    pub fn me(&self) -> Did {
+        self.config.me
+    }
+
+    /// The documents.
+    pub fn docs(&self) -> &DocSet {
+        &self.docs
+    }
+
+    /// The documents, for local changes; follow each change with [`Input::LocalChange`].
+    pub fn docs_mut(&mut self) -> &mut DocSet {
+        &mut self.docs
+    }
+
+    /// Replaces the revocation set (revoked devices are refused at their next `Hello`, and
+    /// live sessions relying on a revoked delegation are closed on the next input).
+    pub fn set_revocations(&mut self, revocations: RevocationSet) {
+        self.revocations = revocations;
+    }
+
+    /// Authorized peers with an open session.
+    pub fn peers(&self) -> Vec<(SessionId, Did)> {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| s.phase != Phase::AwaitingHello)
+            .map(|(id, s)| (*id, s.peer))
+            .collect()
+    }
+
+    /// Whether each connected peer has this document at our heads.
+    pub fn doc_status(&self, doc: &DocumentId) -> Vec<PeerDocStatus> {
+        let heads = self.docs.heads(doc).map(<[ChangeHash]>::to_vec);
+        self.sessions
+            .values()
+            .filter(|s| s.phase == Phase::Live)
+            .map(|s| PeerDocStatus {
+                peer: s.peer,
+                in_sync: heads.is_some()
+                    && s.states.get(doc).and_then(|st| st.their_heads.clone()) == heads,
+            })
+            .collect()
+    }
+
+    /// Handles one input at time `now`.
+    pub fn handle(&mut self, now: UnixTime, input: Input) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        match input {
+            Input::Opened {
+                session,
+                peer,
+                role,
+                persisted,
+            } => {
+                self.sessions.insert(
+                    session,
+                    Session {
+                        peer,
+                        role,
+                        phase: Phase::AwaitingHello,
+                        sent_summary: None,
+                        dirty: BTreeSet::new(),
+                        states: HashMap::new(),
+                        persisted: persisted.into_iter().collect(),
+                    },
+                );
+                if role == Role::Initiator {
+                    self.send(session, &self.hello(), &mut effects);
+                }
+            }
+            Input::Received { session, frame } => {
+                if let Err(reason) = self.receive(now, session, &frame, &mut effects) {
+                    self.sessions.remove(&session);
+                    effects.push(Effect::Close { session, reason });
+                }
+            }
+            Input::Closed { session } => {
+                self.sessions.remove(&session);
+            }
+            Input::LocalChange { doc } => self.changed(doc, None),
+        }
+        for (session, items) in std::mem::take(&mut self.outbox) {
+            if self.sessions.contains_key(&session) {
+                self.send_docs(session, items, &mut effects);
+            }
+        }
+        effects
+    }
+
+    fn queue(&mut self, session: SessionId, item: DocMessage) {
+        self.outbox.entry(session).or_default().push(item);
+    }
+
+    fn hello(&self) -> Frame {
+        Frame::Hello {
+            version: PROTOCOL_VERSION,
+            chain: self
+                .config
+                .chain
+                .iter()
+                .map(|d| ByteBuf::from(d.as_bytes().to_vec()))
+                .collect(),
+        }
+    }
+
+    fn send(&self, session: SessionId, frame: &Frame, effects: &mut Vec<Effect>) {
+        effects.push(Effect::Send {
+            session,
+            frame: frame.encode(),
+        });
+    }
+
+    fn send_docs(&self, session: SessionId, items: Vec<DocMessage>, effects: &mut Vec<Effect>) {
+        let limit = self.config.max_frame_size.min(MAX_FRAME_SIZE) / 2;
+        for frame in Frame::pack_docs(items, limit) {
+            self.send(session, &frame, effects);
+        }
+    }
+
+    /// Checks that a `Hello` proves the peer is a device of our person.
+    fn authorize(&self, now: UnixTime, peer: &Did, chain: &[ByteBuf]) -> Result<(), CloseReason> {
+        let unauthorized = |why: String| CloseReason::Unauthorized(why);
+        let chain = chain
+            .iter()
+            .map(|bytes| Delegation::decode(bytes))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| unauthorized(format!("undecodable delegation: {e}")))?;
+        let valid = Validator::new(now)
+            .with_clock_skew(self.config.clock_skew)
+            .with_revocations(&self.revocations)
+            .validate_delegation_chain(&chain)
+            .map_err(|e: ValidationError| unauthorized(e.to_string()))?;
+        if valid.subject() != Some(&self.config.root) {
+            return Err(unauthorized("the chain is not from this person's root".into()));
+        }
+        if valid.audience() != peer {
+            return Err(unauthorized(
+                "the chain is for another key than the connected peer".into(),
+            ));
+        }
+        if valid.command().as_str() != "/" {
+            return Err(unauthorized("the chain does not grant full device authority".into()));
+        }
+        Ok(())
+    }
+
+    fn receive(
+        &mut self,
+        now: UnixTime,
+        id: SessionId,
+        bytes: &[u8],
+        effects: &mut Vec<Effect>,
+    ) -> Result<(), CloseReason> {
+        let Some(session) = self.sessions.get(&id) else {
+            return Ok(()); // a late frame for a session we closed
+        };
+        let frame = Frame::decode(bytes).map_err(|e| CloseReason::Malformed(e.to_string()))?;
+        let violation = |what: &str| Err(CloseReason::ProtocolViolation(what.to_owned()));
+        match (&session.phase, frame) {
+            (Phase::AwaitingHello, Frame::Hello { version, chain }) => {
+                if version != PROTOCOL_VERSION {
+                    return violation("unsupported protocol version");
+                }
+                let peer = session.peer;
+                let role = session.role;
+                self.authorize(now, &peer, &chain)?;
+                effects.push(Effect::Authorized { session: id, peer });
+                if role == Role::Responder {
+                    self.send(id, &self.hello(), effects);
+                }
+                let (count, fingerprint) = self.docs.summary();
+                let session = self.sessions.get_mut(&id).expect("present");
+                session.phase = Phase::Reconciling;
+                session.sent_summary = Some((count, fingerprint));
+                self.send(
+                    id,
+                    &Frame::Summary {
+                        count,
+                        fingerprint: ByteBuf::from(fingerprint.to_vec()),
+                    },
+                    effects,
+                );
+                Ok(())
+            }
+            (Phase::AwaitingHello, _) => violation("a frame before Hello"),
+            (_, Frame::Hello { .. }) => violation("a second Hello"),
+            (Phase::Reconciling, Frame::Summary { count, fingerprint }) => {
+                let sent = session.sent_summary;
+                if sent == Some((count, fingerprint.as_ref().try_into().unwrap_or([0; 16]))) {
+                    self.finish_reconciling(id, &BTreeSet::new(), &[], effects);
+                } else if session.drives(&self.config.me) {
+                    let fingerprints = self.docs.bucket_fingerprints().to_vec();
+                    self.send(id, &Frame::Buckets { fingerprints }, effects);
+                }
+                Ok(())
+            }
+            (Phase::Reconciling, Frame::Buckets { fingerprints }) => {
+                if session.drives(&self.config.me) || fingerprints.len() != BUCKETS {
+                    return violation("unexpected Buckets");
+                }
+                let mine = self.docs.bucket_fingerprints();
+                let differing: Vec<u8> = (0..BUCKETS)
+                    .filter(|&i| mine[i] != fingerprints[i])
+                    .map(|i| i as u8)
+                    .collect();
+                let entries = self.docs.entries_in(&differing);
+                self.send(
+                    id,
+                    &Frame::Entries {
+                        buckets: ByteBuf::from(differing),
+                        entries,
+                        reply: false,
+                    },
+                    effects,
+                );
+                Ok(())
+            }
+            (Phase::Reconciling, Frame::Entries { buckets, entries, reply }) => {
+                if reply == session.drives(&self.config.me) {
+                    return violation("unexpected Entries");
+                }
+                if !reply {
+                    let mine = self.docs.entries_in(&buckets);
+                    self.send(
+                        id,
+                        &Frame::Entries {
+                            buckets: buckets.clone(),
+                            entries: mine,
+                            reply: true,
+                        },
+                        effects,
+                    );
+                }
+                let buckets: BTreeSet<u8> = buckets.iter().copied().collect();
+                self.finish_reconciling(id, &buckets, &entries, effects);
+                Ok(())
+            }
+            (Phase::Live, Frame::Summary { .. } | Frame::Buckets { .. } | Frame::Entries { .. }) => {
+                violation("reconciliation frames after reconciling")
+            }
+            (_, Frame::Docs { items }) => {
+                for item in items {
+                    self.receive_doc(id, item, effects)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Both sides know the differing buckets (empty when summaries matched) and the peer's
+    /// entries in them: seed states for documents known to be in sync, start syncing the
+    /// rest.
+    fn finish_reconciling(
+        &mut self,
+        id: SessionId,
+        differing_buckets: &BTreeSet<u8>,
+        their_entries: &[Entry],
+        effects: &mut Vec<Effect>,
+    ) {
+        let theirs: HashMap<DocumentId, u64> =
+            their_entries.iter().map(|e| (e.doc, e.digest)).collect();
+        let session = self.sessions.get_mut(&id).expect("present");
+        let mut items = Vec::new();
+        let mut differing = 0;
+        for doc_id in self.docs.ids() {
+            let in_differing_bucket = differing_buckets.contains(&DocSet::bucket(doc_id));
+            let dirty = session.dirty.contains(doc_id);
+            let their_digest = theirs.get(doc_id);
+            let same = !in_differing_bucket || their_digest == self.docs.short_digest(doc_id).as_ref();
+            if same && !dirty {
+                let heads = self.docs.heads(doc_id).unwrap_or_default().to_vec();
+                session.states.insert(*doc_id, seeded_state(heads));
+                continue;
+            }
+            differing += 1;
+            let doc = self.docs.get(doc_id).expect("listed");
+            if in_differing_bucket && their_digest.is_none() && !dirty {
+                // The peer has none of it: send it whole.
+                items.push(DocMessage::Snapshot {
+                    doc: *doc_id,
+                    data: ByteBuf::from(doc.save()),
+                });
+                session.states.insert(*doc_id, seeded_state(doc.get_heads()));
+            } else {
+                let state = session.states.entry(*doc_id).or_insert_with(|| {
+                    session
+                        .persisted
+                        .remove(doc_id)
+                        .and_then(|bytes| sync::State::decode(&bytes).ok())
+                        .unwrap_or_default()
+                });
+                if let Some(message) = doc.generate_sync_message(state) {
+                    items.push(DocMessage::Sync {
+                        doc: *doc_id,
+                        message: ByteBuf::from(message.encode()),
+                    });
+                }
+            }
+        }
+        // Documents the peer has and we lack arrive from its side.
+        differing += theirs.keys().filter(|d| !self.docs.contains(d)).count();
+        session.phase = Phase::Live;
+        session.dirty.clear();
+        session.persisted.clear();
+        effects.push(Effect::Reconciled {
+            session: id,
+            differing,
+        });
+        self.outbox.entry(id).or_default().extend(items);
+    }
+
+    fn receive_doc(
+        &mut self,
+        id: SessionId,
+        item: DocMessage,
+        effects: &mut Vec<Effect>,
+    ) -> Result<(), CloseReason> {
+        let doc_id = item.doc();
+        let before = self.docs.heads(&doc_id).map(<[ChangeHash]>::to_vec);
+        match item {
+            DocMessage::Snapshot { data, .. } => {
+                if before.is_none() {
+                    let loaded = catch_unwind(|| Automerge::load(&data))
+                        .map_err(|_| CloseReason::Malformed("a snapshot crashed the loader".into()))?
+                        .map_err(|e| CloseReason::Malformed(format!("bad snapshot: {e}")))?;
+                    let heads = loaded.get_heads();
+                    self.docs.insert(doc_id, loaded);
+                    effects.push(Effect::StoreSnapshot {
+                        doc: doc_id,
+                        data: data.into_vec(),
+                    });
+                    if let Some(session) = self.sessions.get_mut(&id) {
+                        session.states.insert(doc_id, seeded_state(heads));
+                    }
+                } else {
+                    self.apply(doc_id, |doc| doc.load_incremental(&data).map(|_| ()), effects)?;
+                }
+            }
+            DocMessage::Sync { message, .. } => {
+                let message = sync::Message::decode(&message)
+                    .map_err(|e| CloseReason::Malformed(format!("bad sync message: {e}")))?;
+                if before.is_none() {
+                    self.docs.insert(doc_id, Automerge::new());
+                }
+                let session = self.sessions.get_mut(&id).expect("present");
+                let mut state = session.states.remove(&doc_id).unwrap_or_default();
+                let result = self.apply(
+                    doc_id,
+                    |doc| doc.receive_sync_message(&mut state, message),
+                    effects,
+                );
+                let session = self.sessions.get_mut(&id).expect("present");
+                session.states.insert(doc_id, state);
+                result?;
+            }
+        }
+        let after = self.docs.heads(&doc_id).map(<[ChangeHash]>::to_vec);
+        if after != before && before.is_some() {
+            // `apply` stored the changes; tell the other peers.
+            self.changed(doc_id, Some(id));
+        } else if before.is_none() {
+            self.changed(doc_id, Some(id));
+        }
+        self.respond(id, doc_id, effects);
+        Ok(())
+    }
+
+    /// Applies a peer's data to a document, persisting what it added.
+    fn apply<E: fmt::Display>(
+        &mut self,
+        doc_id: DocumentId,
+        change: impl FnOnce(&mut Automerge) -> Result<(), E>,
+        effects: &mut Vec<Effect>,
+    ) -> Result<(), CloseReason> {
+        let before = self.docs.heads(&doc_id).unwrap_or_default().to_vec();
+        let outcome = self
+            .docs
+            .update(&doc_id, |doc| catch_unwind(AssertUnwindSafe(|| change(doc))))
+            .expect("the document is held");
+        match outcome {
+            Err(_) => {
+                effects.push(Effect::DocumentPoisoned { doc: doc_id });
+                Err(CloseReason::Malformed(format!("a message for {doc_id} crashed Automerge")))
+            }
+            Ok(Err(error)) => Err(CloseReason::Malformed(format!("{doc_id}: {error}"))),
+            Ok(Ok(())) => {
+                let doc = self.docs.get(&doc_id).expect("held");
+                let heads = doc.get_heads();
+                if heads != before {
+                    let data = if before.is_empty() { doc.save() } else { doc.save_after(&before) };
+                    effects.push(if before.is_empty() {
+                        Effect::StoreSnapshot { doc: doc_id, data }
+                    } else {
+                        Effect::StoreChanges { doc: doc_id, data }
+                    });
+                    effects.push(Effect::DocChanged { doc: doc_id, heads });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// After receiving for `doc_id` on a session: answer if Automerge has more to say, or
+    /// remember the common state once both sides agree.
+    fn respond(&mut self, id: SessionId, doc_id: DocumentId, effects: &mut Vec<Effect>) {
+        let Some(doc) = self.docs.get(&doc_id) else { return };
+        let session = self.sessions.get_mut(&id).expect("present");
+        let state = session.states.entry(doc_id).or_default();
+        match doc.generate_sync_message(state) {
+            Some(message) => {
+                let item = DocMessage::Sync {
+                    doc: doc_id,
+                    message: ByteBuf::from(message.encode()),
+                };
+                let peer_in_sync = state.their_heads.as_deref() == Some(&doc.get_heads()[..]);
+                let encoded = state.encode();
+                let peer = session.peer;
+                self.queue(id, item);
+                if peer_in_sync {
+                    effects.push(Effect::SaveSyncState { peer, doc: doc_id, state: encoded });
+                }
+            }
+            None => {
+                if state.their_heads.as_deref() == Some(&doc.get_heads()[..]) {
+                    effects.push(Effect::SaveSyncState {
+                        peer: session.peer,
+                        doc: doc_id,
+                        state: state.encode(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// A document changed (locally, or from session `from`): bring every other live peer
+    /// up to date, and mark it dirty for sessions still reconciling.
+    fn changed(&mut self, doc_id: DocumentId, from: Option<SessionId>) {
+        let Some(doc) = self.docs.get(&doc_id) else { return };
+        let mut outgoing = Vec::new();
+        for (id, session) in &mut self.sessions {
+            if Some(*id) == from {
+                continue;
+            }
+            match session.phase {
+                Phase::AwaitingHello => {}
+                Phase::Reconciling => {
+                    session.dirty.insert(doc_id);
+                }
+                Phase::Live => {
+                    let item = match session.states.get_mut(&doc_id) {
+                        Some(state) => doc.generate_sync_message(state).map(|message| {
+                            DocMessage::Sync {
+                                doc: doc_id,
+                                message: ByteBuf::from(message.encode()),
+                            }
+                        }),
+                        None => {
+                            // Unknown to this peer since reconciliation: a new document.
+                            session.states.insert(doc_id, seeded_state(doc.get_heads()));
+                            Some(DocMessage::Snapshot {
+                                doc: doc_id,
+                                data: ByteBuf::from(doc.save()),
+                            })
+                        }
+                    };
+                    if let Some(item) = item {
+                        outgoing.push((*id, item));
+                    }
+                }
+            }
+        }
+        for (id, item) in outgoing {
+            self.queue(id, item);
+        }
+    }
+}
+
+/// A sync state for a peer known to hold exactly `heads`.
+fn seeded_state(heads: Vec<ChangeHash>) -> sync::State {
+    let mut state = sync::State::new();
+    state.shared_heads = heads.clone();
+    state.last_sent_heads = heads.clone();
+    state.their_heads = Some(heads.clone());
+    state.their_need = Some(Vec::new());
+    state.their_have = Some(vec![sync::Have {
+        last_sync: heads,
+        bloom: sync::BloomFilter::default(),
+    }]);
+    state.have_responded = true;
+    state
+}

@@ -1,0 +1,203 @@
+//! The `/membrane/sync/1` wire format: DAG-CBOR frames, each sent length-prefixed on one
+//! ordered stream per peer (see `docs/protocol.md`).
+
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::document_id::DocumentId;
+
+/// The libp2p protocol name.
+pub const PROTOCOL: &str = "/membrane/sync/1";
+/// The version in `Hello`.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest frame either side sends or accepts.
+pub const MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
+/// Documents are grouped into this many buckets (by the first byte of their id) when two
+/// peers look for the documents on which they differ.
+pub const BUCKETS: usize = 256;
+
+/// One message on the sync stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Frame {
+    /// First frame each way: who I am, proven by a delegation chain from my person's root
+    /// to my device key (the key the connection is authenticated with).
+    Hello {
+        /// [`PROTOCOL_VERSION`].
+        version: u32,
+        /// UCAN delegations, root first.
+        chain: Vec<ByteBuf>,
+    },
+    /// The set of (document, heads) I hold, as a count and an XOR of per-document digests.
+    Summary {
+        /// How many documents.
+        count: u64,
+        /// 16-byte XOR of the documents' digests.
+        fingerprint: ByteBuf,
+    },
+    /// Per-bucket fingerprints, sent by the peer with the smaller DID when summaries differ.
+    Buckets {
+        /// [`BUCKETS`] XORs of 8-byte digests.
+        fingerprints: Vec<u64>,
+    },
+    /// The documents in the buckets that differ: `reply` is false from the peer answering
+    /// `Buckets`, true from the peer that sent them.
+    Entries {
+        /// The differing bucket numbers.
+        buckets: ByteBuf,
+        /// Every document of the sender in those buckets.
+        entries: Vec<Entry>,
+        /// Whether this answers an `Entries`.
+        reply: bool,
+    },
+    /// Automerge sync messages and whole documents, many per frame.
+    Docs {
+        /// The messages.
+        items: Vec<DocMessage>,
+    },
+}
+
+/// One document in an `Entries` frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The document.
+    pub doc: DocumentId,
+    /// The first 8 bytes of its digest (over its id and heads).
+    pub digest: u64,
+}
+
+/// A per-document message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum DocMessage {
+    /// An Automerge sync protocol message.
+    Sync {
+        /// The document.
+        doc: DocumentId,
+        /// `automerge::sync::Message::encode()`.
+        message: ByteBuf,
+    },
+    /// A whole saved document, sent instead of its change history when the peer has none of
+    /// it: far fewer bytes than the changes, and one message instead of a round trip.
+    Snapshot {
+        /// The document.
+        doc: DocumentId,
+        /// `Automerge::save()`.
+        data: ByteBuf,
+    },
+}
+
+impl DocMessage {
+    /// The document this message is about.
+    pub fn doc(&self) -> DocumentId {
+        match self {
+            Self::Sync { doc, .. } | Self::Snapshot { doc, .. } => *doc,
+        }
+    }
+
+    fn size_hint(&self) -> usize {
+        match self {
+            Self::Sync { message, .. } => message.len() + 32,
+            Self::Snapshot { data, .. } => data.len() + 32,
+        }
+    }
+}
+
+/// Why bytes are not a frame.
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// Larger than [`MAX_FRAME_SIZE`].
+    #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME_SIZE}")]
+    TooLarge(usize),
+    /// Not a frame.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+}
+
+impl Frame {
+    /// Encodes to DAG-CBOR.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_ipld_dagcbor::to_vec(self).expect("frames always encode")
+    }
+
+    /// Decodes untrusted bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, FrameError> {
+        if bytes.len() > MAX_FRAME_SIZE {
+            return Err(FrameError::TooLarge(bytes.len()));
+        }
+        serde_ipld_dagcbor::from_slice(bytes).map_err(|error| FrameError::Malformed(error.to_string()))
+    }
+
+    /// Packs document messages into as few `Docs` frames as fit under `limit` bytes each.
+    pub fn pack_docs(items: Vec<DocMessage>, limit: usize) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        let mut current = Vec::new();
+        let mut size = 0;
+        for item in items {
+            let item_size = item.size_hint();
+            if !current.is_empty() && size + item_size > limit {
+                frames.push(Frame::Docs {
+                    items: std::mem::take(&mut current),
+                });
+                size = 0;
+            }
+            size += item_size;
+            current.push(item);
+        }
+        if !current.is_empty() {
+            frames.push(Frame::Docs { items: current });
+        }
+        frames
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_garbage_is_refused() {
+        let frames = [
+            Frame::Hello {
+                version: PROTOCOL_VERSION,
+                chain: vec![ByteBuf::from(vec![1, 2, 3])],
+            },
+            Frame::Summary {
+                count: 3,
+                fingerprint: ByteBuf::from(vec![9; 16]),
+            },
+            Frame::Buckets {
+                fingerprints: vec![u64::MAX; BUCKETS],
+            },
+            Frame::Entries {
+                buckets: ByteBuf::from(vec![0, 255]),
+                entries: vec![Entry {
+                    doc: DocumentId::from_bytes([1; 16]),
+                    digest: 42,
+                }],
+                reply: true,
+            },
+            Frame::Docs {
+                items: vec![DocMessage::Snapshot {
+                    doc: DocumentId::from_bytes([2; 16]),
+                    data: ByteBuf::from(vec![0; 10]),
+                }],
+            },
+        ];
+        for frame in frames {
+            assert_eq!(Frame::decode(&frame.encode()), Ok(frame));
+        }
+        assert!(matches!(Frame::decode(b"\xff\x00garbage"), Err(FrameError::Malformed(_))));
+        assert!(matches!(Frame::decode(&[]), Err(FrameError::Malformed(_))));
+    }
+
+    #[test]
+    fn packing_respects_the_limit() {
+        let item = |n: u8| DocMessage::Snapshot {
+            doc: DocumentId::from_bytes([n; 16]),
+            data: ByteBuf::from(vec![0; 100]),
+        };
+        let frames = Frame::pack_docs((0..10).map(item).collect(), 300);
+        assert_eq!(frames.len(), 5);
+        assert!(frames.iter().all(|f| f.encode().len() < 400));
+    }
+}

@@ -1,0 +1,204 @@
+//! Two or more sync hubs wired together in memory: devices converge, strangers get
+//! nothing, reconnects cost a fixed number of round trips.
+
+use std::collections::VecDeque;
+
+use automerge::{Automerge, AutomergeError, ROOT, ReadDoc as _, transaction::Transactable as _};
+use membrane_protocol::{
+    DocumentId, SecretKey,
+    sync::{DocSet, Effect, HubConfig, Input, Role, SessionId, SyncHub, wire::Frame},
+    ucan::{Command, Delegation, DelegationBuilder},
+};
+
+const NOW: u64 = 1_800_000_000;
+
+struct Device {
+    hub: SyncHub,
+}
+
+fn device(root: &SecretKey, seed: u8) -> Device {
+    let key = SecretKey::from_seed([seed; 32]);
+    let authority: Delegation = DelegationBuilder::new(root.did(), key.did(), Command::top())
+        .nonce(vec![seed; 12])
+        .sign(root)
+        .unwrap();
+    let config = HubConfig {
+        me: key.did(),
+        root: root.did(),
+        chain: vec![authority],
+        clock_skew: 60,
+        max_frame_size: 1 << 20,
+    };
+    Device {
+        hub: SyncHub::new(config, DocSet::new()),
+    }
+}
+
+fn doc_id(n: u32) -> DocumentId {
+    let mut bytes = [0u8; 16];
+    bytes[..4].copy_from_slice(&n.to_be_bytes());
+    bytes[4..8].copy_from_slice(&n.wrapping_mul(2_654_435_761).to_be_bytes());
+    bytes[0] = (n.wrapping_mul(37) % 256) as u8;
+    DocumentId::from_bytes(bytes)
+}
+
+fn put(device: &mut Device, doc: DocumentId, key: &str, value: &str) -> Vec<Effect> {
+    if !device.hub.docs().contains(&doc) {
+        device.hub.docs_mut().insert(doc, Automerge::new());
+    }
+    device.hub.docs_mut().update(&doc, |d| {
+        d.transact::<_, _, AutomergeError>(|tx| tx.put(ROOT, key, value).map(|_| ()))
+            .unwrap();
+    });
+    device.hub.handle(NOW, Input::LocalChange { doc })
+}
+
+fn get(device: &Device, doc: DocumentId, key: &str) -> Option<String> {
+    let doc = device.hub.docs().get(&doc)?;
+    doc.get(ROOT, key)
+        .unwrap()
+        .map(|(value, _)| value.into_string().unwrap_or_default())
+}
+
+/// A link between two hubs; counts what crosses it.
+#[derive(Default)]
+struct Wire {
+    frames: usize,
+    bytes: usize,
+    doc_frames_to_b: usize,
+    closes: Vec<String>,
+    /// Alternations of direction with data in flight, i.e. half round trips.
+    legs: usize,
+}
+
+/// Connects `a` (initiator) and `b` and delivers frames until both are quiet.
+fn connect(a: &mut Device, b: &mut Device) -> Wire {
+    let mut wire = Wire::default();
+    let (sa, sb) = (SessionId(1), SessionId(1));
+    let (a_me, b_me) = (a.hub.me(), b.hub.me());
+    let mut to_b: VecDeque<Vec<u8>> = VecDeque::new();
+    let mut to_a: VecDeque<Vec<u8>> = VecDeque::new();
+    route(&mut wire, a.hub.handle(NOW, Input::Opened { session: sa, peer: b_me, role: Role::Initiator, persisted: vec![] }), &mut to_b, true);
+    route(&mut wire, b.hub.handle(NOW, Input::Opened { session: sb, peer: a_me, role: Role::Responder, persisted: vec![] }), &mut to_a, false);
+    while !to_a.is_empty() || !to_b.is_empty() {
+        if !to_b.is_empty() {
+            wire.legs += 1;
+        }
+        for frame in std::mem::take(&mut to_b) {
+            route(&mut wire, b.hub.handle(NOW, Input::Received { session: sb, frame }), &mut to_a, false);
+        }
+        if !to_a.is_empty() {
+            wire.legs += 1;
+        }
+        for frame in std::mem::take(&mut to_a) {
+            route(&mut wire, a.hub.handle(NOW, Input::Received { session: sa, frame }), &mut to_b, true);
+        }
+    }
+    wire
+}
+
+fn route(wire: &mut Wire, effects: Vec<Effect>, out: &mut VecDeque<Vec<u8>>, towards_b: bool) {
+    for effect in effects {
+        match effect {
+            Effect::Send { frame, .. } => {
+                wire.frames += 1;
+                wire.bytes += frame.len();
+                if towards_b && matches!(Frame::decode(&frame), Ok(Frame::Docs { .. })) {
+                    wire.doc_frames_to_b += 1;
+                }
+                out.push_back(frame);
+            }
+            Effect::Close { reason, .. } => wire.closes.push(reason.to_string()),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn offline_edits_on_two_devices_converge() {
+    let root = SecretKey::from_seed([100; 32]);
+    let (mut laptop, mut phone) = (device(&root, 1), device(&root, 2));
+    let calendar = doc_id(1);
+    put(&mut laptop, calendar, "monday", "tennis");
+    let first = connect(&mut laptop, &mut phone);
+    assert!(first.closes.is_empty(), "{:?}", first.closes);
+    assert_eq!(get(&phone, calendar, "monday").as_deref(), Some("tennis"));
+
+    // Both edit while apart, then meet again.
+    put(&mut laptop, calendar, "tuesday", "dentist");
+    put(&mut phone, calendar, "wednesday", "run");
+    put(&mut phone, doc_id(2), "name", "contacts");
+    let wire = connect(&mut phone, &mut laptop);
+    assert!(wire.closes.is_empty(), "{:?}", wire.closes);
+    for device in [&laptop, &phone] {
+        assert_eq!(get(device, calendar, "tuesday").as_deref(), Some("dentist"));
+        assert_eq!(get(device, calendar, "wednesday").as_deref(), Some("run"));
+        assert_eq!(get(device, doc_id(2), "name").as_deref(), Some("contacts"));
+    }
+    assert_eq!(laptop.hub.docs().summary(), phone.hub.docs().summary());
+}
+
+#[test]
+fn a_stranger_gets_no_document_bytes() {
+    let root = SecretKey::from_seed([100; 32]);
+    let other_root = SecretKey::from_seed([101; 32]);
+    let mut laptop = device(&root, 1);
+    let mut stranger = device(&other_root, 9);
+    put(&mut laptop, doc_id(1), "secret", "diary");
+    // The stranger dials the laptop: the laptop answers nothing.
+    let wire = connect(&mut stranger, &mut laptop);
+    assert_eq!(wire.closes.len(), 1, "{:?}", wire.closes);
+    assert!(wire.closes[0].contains("unauthorized"));
+    assert_eq!(wire.frames, 1, "only the stranger's Hello crossed the wire");
+    assert!(stranger.hub.docs().is_empty());
+    // The laptop dials the stranger: after its own Hello, the laptop sends nothing.
+    let wire = connect(&mut laptop, &mut stranger);
+    assert_eq!(wire.doc_frames_to_b, 0);
+    assert!(stranger.hub.docs().is_empty());
+}
+
+#[test]
+fn reconnect_with_many_documents_in_sync_is_cheap() {
+    let root = SecretKey::from_seed([100; 32]);
+    let (mut laptop, mut phone) = (device(&root, 1), device(&root, 2));
+    for n in 0..2_000 {
+        put(&mut laptop, doc_id(n), "n", &n.to_string());
+    }
+    connect(&mut laptop, &mut phone);
+    assert_eq!(phone.hub.docs().len(), 2_000);
+
+    let again = connect(&mut laptop, &mut phone);
+    eprintln!("in-sync reconnect, 2,000 docs: {} bytes, {} frames, {} legs", again.bytes, again.frames, again.legs);
+    assert!(again.bytes < 4_096, "{} bytes", again.bytes);
+    assert!(again.legs <= 4, "{} legs", again.legs);
+
+    for n in (0..2_000).step_by(100) {
+        put(&mut phone, doc_id(n), "n", "changed");
+    }
+    let changed = connect(&mut laptop, &mut phone);
+    eprintln!("20 of 2,000 changed: {} bytes, {} frames, {} legs", changed.bytes, changed.frames, changed.legs);
+    assert!(changed.closes.is_empty());
+    for n in (0..2_000).step_by(100) {
+        assert_eq!(get(&laptop, doc_id(n), "n").as_deref(), Some("changed"));
+    }
+    assert_eq!(laptop.hub.docs().summary(), phone.hub.docs().summary());
+}
+
+#[test]
+fn malformed_and_out_of_order_frames_close_the_session() {
+    let root = SecretKey::from_seed([100; 32]);
+    let mut laptop = device(&root, 1);
+    let peer = SecretKey::from_seed([2; 32]).did();
+    let session = SessionId(7);
+    laptop.hub.handle(NOW, Input::Opened { session, peer, role: Role::Responder, persisted: vec![] });
+    let effects = laptop.hub.handle(NOW, Input::Received { session, frame: b"garbage".to_vec() });
+    assert!(matches!(&effects[..], [Effect::Close { .. }]), "{effects:?}");
+
+    laptop.hub.handle(NOW, Input::Opened { session, peer, role: Role::Responder, persisted: vec![] });
+    let docs_first = Frame::Docs { items: vec![] }.encode();
+    let effects = laptop.hub.handle(NOW, Input::Received { session, frame: docs_first });
+    assert!(
+        matches!(&effects[..], [Effect::Close { reason, .. }] if reason.to_string().contains("before Hello")),
+        "{effects:?}"
+    );
+}
