@@ -10,6 +10,7 @@
 
 pub mod identity;
 pub mod random;
+pub mod store;
 pub mod time;
 
 pub use identity::{DataDir, DeviceIdentity, IdentityError};

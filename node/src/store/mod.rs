@@ -1,0 +1,655 @@
+//! Durable storage: one redb file, owned by one thread, reached through [`StoreHandle`].
+//!
+//! A document is stored as its last snapshot plus the incremental chunks appended since;
+//! the node compacts a document (new snapshot, chunks dropped, one transaction) when its
+//! chunks grow. Writes that arrive while a commit is in flight are committed together in
+//! the next transaction (group commit, at most [`MAX_GROUP`] writes), and a write is
+//! acknowledged only after that commit is durable. Commits use redb's two-phase commit,
+//! since much of what we store was supplied by peers.
+//!
+//! At open the file's integrity is checked, and every document is loaded; one that does
+//! not load is quarantined (its bytes kept, its id reported) while the rest are served.
+
+mod tables;
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    thread,
+};
+
+use automerge::Automerge;
+use membrane_protocol::{Did, DocumentId, ucan::UnixTime};
+use redb::{Database, Durability, ReadableDatabase as _, ReadableTable as _};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use self::tables::*;
+
+/// Most writes committed in one transaction.
+pub const MAX_GROUP: usize = 512;
+/// Depth of the store's command queue.
+const QUEUE_DEPTH: usize = 1024;
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenStoreError {
+    /// Another process has the database open.
+    #[error("{0} is in use by another process (is a membrane daemon already running?)")]
+    InUse(PathBuf),
+    /// The file is damaged beyond repair.
+    #[error("{path} is corrupt and could not be repaired: {detail}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// redb's description.
+        detail: String,
+    },
+    /// Written by a newer Membrane.
+    #[error("{path} has schema version {found}; this Membrane understands up to {SCHEMA_VERSION}")]
+    TooNew {
+        /// The file.
+        path: PathBuf,
+        /// The version found.
+        found: u64,
+    },
+    /// Any other database error.
+    #[error("cannot open {path}: {detail}")]
+    Database {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        detail: String,
+    },
+}
+
+/// Why a write failed. Nothing was acknowledged.
+#[derive(Debug, thiserror::Error, Clone)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database refused the transaction.
+    #[error("storage failure: {0}")]
+    Database(String),
+    /// The store thread is gone (the node is shutting down).
+    #[error("the store is closed")]
+    Closed,
+}
+
+fn db_error(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Database(error.to_string())
+}
+
+/// What a document is called and when it was made.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocMeta {
+    /// A human name, unique per person by convention.
+    pub name: Option<String>,
+    /// When it was created (Unix seconds).
+    pub created: UnixTime,
+}
+
+/// One document as loaded at open.
+#[derive(Debug)]
+pub struct LoadedDoc {
+    /// Its id.
+    pub id: DocumentId,
+    /// Its metadata.
+    pub meta: DocMeta,
+    /// Its content.
+    pub doc: Automerge,
+    /// How many chunks sit on top of the snapshot.
+    pub chunks: u64,
+}
+
+/// Everything read at open.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Documents that loaded.
+    pub docs: Vec<LoadedDoc>,
+    /// Documents that did not, with the reason.
+    pub quarantined: Vec<(DocumentId, String)>,
+    /// Persisted sync states by peer.
+    pub sync_states: HashMap<[u8; 32], Vec<(DocumentId, Vec<u8>)>>,
+    /// Whether the integrity check had to repair the file.
+    pub repaired: bool,
+}
+
+/// A device in the person's registry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    /// Its name, if given.
+    pub name: Option<String>,
+    /// When this node first saw it.
+    pub first_seen: UnixTime,
+    /// When this node last had a session with it.
+    pub last_seen: UnixTime,
+}
+
+enum Write {
+    CreateDoc {
+        id: DocumentId,
+        meta: DocMeta,
+        snapshot: Vec<u8>,
+    },
+    Append {
+        id: DocumentId,
+        chunk: Vec<u8>,
+    },
+    Compact {
+        id: DocumentId,
+        snapshot: Vec<u8>,
+        through: u64,
+    },
+    SyncState {
+        peer: [u8; 32],
+        id: DocumentId,
+        state: Vec<u8>,
+    },
+    Device {
+        did: String,
+        record: DeviceRecord,
+    },
+    Delegation {
+        cid: Vec<u8>,
+        token: Vec<u8>,
+    },
+}
+
+enum Command {
+    Write(Write, oneshot::Sender<Result<u64, StoreError>>),
+    Devices(oneshot::Sender<Result<Vec<(String, DeviceRecord)>, StoreError>>),
+    Quarantined(oneshot::Sender<Result<Vec<(DocumentId, String)>, StoreError>>),
+    ReadDoc(DocumentId, oneshot::Sender<Result<Option<Automerge>, StoreError>>),
+}
+
+/// A cloneable handle to the store thread.
+#[derive(Clone, Debug)]
+pub struct StoreHandle {
+    commands: mpsc::Sender<Command>,
+}
+
+impl StoreHandle {
+    /// Opens (or creates) the store at `path`, checks it, loads everything and starts the
+    /// store thread. Blocking: call it before starting the runtime's work, or from
+    /// `spawn_blocking`.
+    pub fn open(path: &Path) -> Result<(Self, Loaded, thread::JoinHandle<()>), OpenStoreError> {
+        let mut db = match Database::builder().create(path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(OpenStoreError::InUse(path.to_path_buf()));
+            }
+            Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail))) => {
+                return Err(OpenStoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    detail,
+                });
+            }
+            Err(other) => {
+                return Err(OpenStoreError::Database {
+                    path: path.to_path_buf(),
+                    detail: other.to_string(),
+                });
+            }
+        };
+        let database_error = |detail: String| OpenStoreError::Database {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let repaired = match db.check_integrity() {
+            Ok(true) => false,
+            Ok(false) => true,
+            Err(error) => {
+                return Err(OpenStoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    detail: error.to_string(),
+                });
+            }
+        };
+        let found = prepare_schema(&db).map_err(|e| database_error(e.to_string()))?;
+        if found > SCHEMA_VERSION {
+            return Err(OpenStoreError::TooNew {
+                path: path.to_path_buf(),
+                found,
+            });
+        }
+        let mut loaded = load(&db).map_err(|e| database_error(e.to_string()))?;
+        loaded.repaired = repaired;
+        let mut next_seq = HashMap::new();
+        for doc in &loaded.docs {
+            next_seq.insert(doc.id, doc.chunks);
+        }
+        let (commands, inbox) = mpsc::channel(QUEUE_DEPTH);
+        let mut actor = StoreActor { db, next_seq, inbox };
+        let thread = thread::Builder::new()
+            .name("membrane-store".into())
+            .spawn(move || actor.run())
+            .map_err(|e| database_error(e.to_string()))?;
+        Ok((Self { commands }, loaded, thread))
+    }
+
+    async fn write(&self, write: Write) -> Result<u64, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Write(write, reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stores a new document durably.
+    pub async fn create_doc(
+        &self,
+        id: DocumentId,
+        meta: DocMeta,
+        snapshot: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.write(Write::CreateDoc { id, meta, snapshot }).await.map(drop)
+    }
+
+    /// Appends an incremental chunk durably; returns how many chunks the document has now.
+    pub async fn append(&self, id: DocumentId, chunk: Vec<u8>) -> Result<u64, StoreError> {
+        self.write(Write::Append { id, chunk }).await
+    }
+
+    /// Replaces the snapshot and drops chunks numbered below `through`, atomically.
+    pub async fn compact(
+        &self,
+        id: DocumentId,
+        snapshot: Vec<u8>,
+        through: u64,
+    ) -> Result<(), StoreError> {
+        self.write(Write::Compact { id, snapshot, through }).await.map(drop)
+    }
+
+    /// Persists the sync state with a peer.
+    pub async fn save_sync_state(
+        &self,
+        peer: &Did,
+        id: DocumentId,
+        state: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let peer = *peer.public_key().as_bytes();
+        self.write(Write::SyncState { peer, id, state }).await.map(drop)
+    }
+
+    /// Records a device in the registry.
+    pub async fn put_device(&self, did: &Did, record: DeviceRecord) -> Result<(), StoreError> {
+        let did = did.to_string();
+        self.write(Write::Device { did, record }).await.map(drop)
+    }
+
+    /// Stores a delegation by CID.
+    pub async fn put_delegation(&self, cid: Vec<u8>, token: Vec<u8>) -> Result<(), StoreError> {
+        self.write(Write::Delegation { cid, token }).await.map(drop)
+    }
+
+    /// The device registry.
+    pub async fn devices(&self) -> Result<Vec<(String, DeviceRecord)>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Devices(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The quarantined documents.
+    pub async fn quarantined(&self) -> Result<Vec<(DocumentId, String)>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Quarantined(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Reloads one document from disk (after its in-memory copy was damaged).
+    pub async fn read_doc(&self, id: DocumentId) -> Result<Option<Automerge>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::ReadDoc(id, reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+struct StoreActor {
+    db: Database,
+    next_seq: HashMap<DocumentId, u64>,
+    inbox: mpsc::Receiver<Command>,
+}
+
+impl StoreActor {
+    fn run(&mut self) {
+        // Ends when every handle is dropped.
+        while let Some(first) = self.inbox.blocking_recv() {
+            let mut writes = Vec::new();
+            let mut next = Some(first);
+            while let Some(command) = next.take() {
+                match command {
+                    Command::Write(write, reply) => writes.push((write, reply)),
+                    Command::Devices(reply) => {
+                        let _ = reply.send(self.devices());
+                    }
+                    Command::Quarantined(reply) => {
+                        let _ = reply.send(self.quarantined());
+                    }
+                    Command::ReadDoc(id, reply) => {
+                        let _ = reply.send(self.read_doc(id));
+                    }
+                }
+                if writes.len() < MAX_GROUP {
+                    next = self.inbox.try_recv().ok();
+                }
+            }
+            if !writes.is_empty() {
+                self.commit(writes);
+            }
+        }
+    }
+
+    fn commit(&mut self, writes: Vec<(Write, oneshot::Sender<Result<u64, StoreError>>)>) {
+        let seq_before = self.next_seq.clone();
+        let (writes, replies): (Vec<_>, Vec<_>) = writes.into_iter().unzip();
+        let outcome = self.apply(&writes);
+        match outcome {
+            Ok(results) => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(Ok(result));
+                }
+            }
+            Err(error) => {
+                // Nothing was committed: forget the sequence numbers we handed out.
+                self.next_seq = seq_before;
+                tracing::error!(%error, "store commit failed");
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, writes: &[Write]) -> Result<Vec<u64>, StoreError> {
+        let mut txn = self.db.begin_write().map_err(db_error)?;
+        txn.set_two_phase_commit(true);
+        txn.set_durability(Durability::Immediate).map_err(db_error)?;
+        let mut results = Vec::with_capacity(writes.len());
+        {
+            let mut docs = txn.open_table(DOCS).map_err(db_error)?;
+            let mut snapshots = txn.open_table(SNAPSHOTS).map_err(db_error)?;
+            let mut chunks = txn.open_table(CHUNKS).map_err(db_error)?;
+            let mut states = txn.open_table(SYNC_STATES).map_err(db_error)?;
+            let mut devices = txn.open_table(DEVICES).map_err(db_error)?;
+            let mut delegations = txn.open_table(DELEGATIONS).map_err(db_error)?;
+            for write in writes {
+                let result = match write {
+                    Write::CreateDoc { id, meta, snapshot } => {
+                        let meta = serde_json::to_vec(meta).map_err(db_error)?;
+                        docs.insert(id.as_bytes(), meta.as_slice()).map_err(db_error)?;
+                        snapshots.insert(id.as_bytes(), snapshot.as_slice()).map_err(db_error)?;
+                        self.next_seq.insert(*id, 0);
+                        0
+                    }
+                    Write::Append { id, chunk } => {
+                        if docs.get(id.as_bytes()).map_err(db_error)?.is_none() {
+                            // A chunk for a document first seen from a peer as changes.
+                            let meta = serde_json::to_vec(&DocMeta::default()).map_err(db_error)?;
+                            docs.insert(id.as_bytes(), meta.as_slice()).map_err(db_error)?;
+                            snapshots.insert(id.as_bytes(), &[][..]).map_err(db_error)?;
+                        }
+                        let seq = self.next_seq.entry(*id).or_insert(0);
+                        chunks.insert((id.as_bytes(), *seq), chunk.as_slice()).map_err(db_error)?;
+                        *seq += 1;
+                        *seq
+                    }
+                    Write::Compact { id, snapshot, through } => {
+                        snapshots.insert(id.as_bytes(), snapshot.as_slice()).map_err(db_error)?;
+                        chunks
+                            .retain_in((id.as_bytes(), 0)..(id.as_bytes(), *through), |_, _| false)
+                            .map_err(db_error)?;
+                        0
+                    }
+                    Write::SyncState { peer, id, state } => {
+                        states.insert((peer, id.as_bytes()), state.as_slice()).map_err(db_error)?;
+                        0
+                    }
+                    Write::Device { did, record } => {
+                        let record = serde_json::to_vec(record).map_err(db_error)?;
+                        devices.insert(did.as_str(), record.as_slice()).map_err(db_error)?;
+                        0
+                    }
+                    Write::Delegation { cid, token } => {
+                        delegations.insert(cid.as_slice(), token.as_slice()).map_err(db_error)?;
+                        0
+                    }
+                };
+                results.push(result);
+            }
+        }
+        txn.commit().map_err(db_error)?;
+        Ok(results)
+    }
+
+    fn devices(&self) -> Result<Vec<(String, DeviceRecord)>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(DEVICES).map_err(db_error)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(db_error)? {
+            let (did, record) = row.map_err(db_error)?;
+            let record = serde_json::from_slice(record.value()).unwrap_or_default();
+            out.push((did.value().to_owned(), record));
+        }
+        Ok(out)
+    }
+
+    fn quarantined(&self) -> Result<Vec<(DocumentId, String)>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(QUARANTINE).map_err(db_error)?;
+        let mut out = Vec::new();
+        for row in table.iter().map_err(db_error)? {
+            let (id, reason) = row.map_err(db_error)?;
+            out.push((DocumentId::from_bytes(*id.value()), reason.value().to_owned()));
+        }
+        Ok(out)
+    }
+
+    fn read_doc(&self, id: DocumentId) -> Result<Option<Automerge>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let snapshots = txn.open_table(SNAPSHOTS).map_err(db_error)?;
+        let chunks = txn.open_table(CHUNKS).map_err(db_error)?;
+        let Some(snapshot) = snapshots.get(id.as_bytes()).map_err(db_error)? else {
+            return Ok(None);
+        };
+        let (doc, _) = assemble(&id, snapshot.value(), &chunks).map_err(StoreError::Database)?;
+        Ok(Some(doc))
+    }
+}
+
+/// Creates the tables and records the schema version; returns the version found.
+fn prepare_schema(db: &Database) -> Result<u64, redb::Error> {
+    let mut txn = db.begin_write()?;
+    txn.set_two_phase_commit(true);
+    let found = {
+        let mut meta = txn.open_table(META)?;
+        let found = meta.get("schema")?.map(|v| v.value());
+        if found.is_none() {
+            meta.insert("schema", SCHEMA_VERSION)?;
+        }
+        txn.open_table(DOCS)?;
+        txn.open_table(SNAPSHOTS)?;
+        txn.open_table(CHUNKS)?;
+        txn.open_table(SYNC_STATES)?;
+        txn.open_table(QUARANTINE)?;
+        txn.open_table(DELEGATIONS)?;
+        txn.open_table(REVOCATIONS)?;
+        txn.open_table(DEVICES)?;
+        found.unwrap_or(SCHEMA_VERSION)
+    };
+    txn.commit()?;
+    Ok(found)
+}
+
+/// A snapshot plus its chunks, in order; returns the document and the chunk count.
+fn assemble(
+    id: &DocumentId,
+    snapshot: &[u8],
+    chunks: &impl redb::ReadableTable<(&'static [u8; 16], u64), &'static [u8]>,
+) -> Result<(Automerge, u64), String> {
+    let mut doc = if snapshot.is_empty() {
+        Automerge::new()
+    } else {
+        catch_load(|| Automerge::load(snapshot)).map_err(|e| format!("snapshot: {e}"))?
+    };
+    let mut count = 0;
+    let range = chunks
+        .range((id.as_bytes(), 0)..=(id.as_bytes(), u64::MAX))
+        .map_err(|e| e.to_string())?;
+    for row in range {
+        let (key, chunk) = row.map_err(|e| e.to_string())?;
+        catch_load(|| doc.load_incremental(chunk.value()))
+            .map_err(|e| format!("chunk {}: {e}", key.value().1))?;
+        count = key.value().1 + 1;
+    }
+    Ok((doc, count))
+}
+
+/// Runs an Automerge load, turning a panic inside it into an error.
+fn catch_load<T>(load: impl FnOnce() -> Result<T, automerge::AutomergeError>) -> Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)) {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err("Automerge panicked while loading".to_owned()),
+    }
+}
+
+fn load(db: &Database) -> Result<Loaded, redb::Error> {
+    let mut loaded = Loaded::default();
+    let mut newly_quarantined = Vec::new();
+    {
+        let txn = db.begin_read()?;
+        let docs = txn.open_table(DOCS)?;
+        let snapshots = txn.open_table(SNAPSHOTS)?;
+        let chunks = txn.open_table(CHUNKS)?;
+        let quarantine = txn.open_table(QUARANTINE)?;
+        for row in docs.iter()? {
+            let (id, meta) = row?;
+            let id = DocumentId::from_bytes(*id.value());
+            if let Some(reason) = quarantine.get(id.as_bytes())? {
+                loaded.quarantined.push((id, reason.value().to_owned()));
+                continue;
+            }
+            let meta: DocMeta = serde_json::from_slice(meta.value()).unwrap_or_default();
+            let snapshot = snapshots.get(id.as_bytes())?;
+            let snapshot = snapshot.as_ref().map(|s| s.value()).unwrap_or(&[]);
+            match assemble(&id, snapshot, &chunks) {
+                Ok((doc, count)) => loaded.docs.push(LoadedDoc {
+                    id,
+                    meta,
+                    doc,
+                    chunks: count,
+                }),
+                Err(reason) => {
+                    tracing::error!(doc = %id, %reason, "document does not load; quarantined");
+                    newly_quarantined.push((id, reason));
+                }
+            }
+        }
+        let states = txn.open_table(SYNC_STATES)?;
+        for row in states.iter()? {
+            let (key, state) = row?;
+            let (peer, doc) = key.value();
+            loaded
+                .sync_states
+                .entry(*peer)
+                .or_default()
+                .push((DocumentId::from_bytes(*doc), state.value().to_vec()));
+        }
+    }
+    if !newly_quarantined.is_empty() {
+        let mut txn = db.begin_write()?;
+        txn.set_two_phase_commit(true);
+        {
+            let mut quarantine = txn.open_table(QUARANTINE)?;
+            for (id, reason) in &newly_quarantined {
+                quarantine.insert(id.as_bytes(), reason.as_str())?;
+            }
+        }
+        txn.commit()?;
+        loaded.quarantined.extend(newly_quarantined);
+    }
+    Ok(loaded)
+}
+
+#[cfg(test)]
+mod tests {
+    use automerge::{ROOT, ReadDoc as _, transaction::Transactable as _};
+
+    use super::*;
+
+    fn doc_with(key: &str, value: &str) -> Automerge {
+        let mut doc = Automerge::new();
+        doc.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, key, value))
+            .unwrap();
+        doc
+    }
+
+    #[tokio::test]
+    async fn documents_survive_reopen_with_chunks_and_compaction() {
+        let temp = tempfile::tempdir().unwrap();
+        let path = temp.path().join("store.redb");
+        let id = DocumentId::from_bytes([3; 16]);
+        let mut doc = doc_with("a", "1");
+        {
+            let (store, loaded, thread) = StoreHandle::open(&path).unwrap();
+            assert!(loaded.docs.is_empty());
+            store.create_doc(id, DocMeta { name: Some("notes".into()), created: 5 }, doc.save()).await.unwrap();
+            let before = doc.get_heads();
+            doc.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "b", "2")).unwrap();
+            assert_eq!(store.append(id, doc.save_after(&before)).await.unwrap(), 1);
+            drop(store);
+            thread.join().unwrap();
+        }
+        let (store, loaded, thread) = StoreHandle::open(&path).unwrap();
+        assert_eq!(loaded.docs.len(), 1);
+        let restored = &loaded.docs[0];
+        assert_eq!(restored.meta.name.as_deref(), Some("notes"));
+        assert_eq!(restored.chunks, 1);
+        assert_eq!(restored.doc.get_heads(), doc.get_heads());
+        store.compact(id, doc.save(), 1).await.unwrap();
+        drop(store);
+        thread.join().unwrap();
+        let (_store, loaded, _thread) = StoreHandle::open(&path).unwrap();
+        assert_eq!(loaded.docs[0].chunks, 0);
+        let value = loaded.docs[0].doc.get(ROOT, "b").unwrap().unwrap().0;
+        assert_eq!(value.into_string().unwrap(), "2");
+    }
+
+    #[tokio::test]
+    async fn a_second_open_of_the_same_file_is_refused() {
+        let temp = tempfile::tempdir().unwrap();
+        let path = temp.path().join("store.redb");
+        let (_store, _loaded, _thread) = StoreHandle::open(&path).unwrap();
+        assert!(matches!(StoreHandle::open(&path), Err(OpenStoreError::InUse(_))));
+    }
+
+    #[tokio::test]
+    async fn a_document_that_does_not_load_is_quarantined_and_the_rest_served() {
+        let temp = tempfile::tempdir().unwrap();
+        let path = temp.path().join("store.redb");
+        let (good, bad) = (DocumentId::from_bytes([1; 16]), DocumentId::from_bytes([2; 16]));
+        {
+            let (store, _, thread) = StoreHandle::open(&path).unwrap();
+            store.create_doc(good, DocMeta::default(), doc_with("k", "v").save()).await.unwrap();
+            store.create_doc(bad, DocMeta::default(), b"not automerge".to_vec()).await.unwrap();
+            drop(store);
+            thread.join().unwrap();
+        }
+        let (store, loaded, _thread) = StoreHandle::open(&path).unwrap();
+        assert_eq!(loaded.docs.len(), 1);
+        assert_eq!(loaded.docs[0].id, good);
+        assert_eq!(loaded.quarantined.len(), 1);
+        assert_eq!(loaded.quarantined[0].0, bad);
+        assert_eq!(store.quarantined().await.unwrap().len(), 1);
+    }
+}
