@@ -8,9 +8,19 @@
 #![deny(missing_docs, unreachable_pub)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod config;
+pub mod control;
 pub mod identity;
+pub mod json;
+mod net;
+mod node;
 pub mod random;
+pub mod repo;
 pub mod store;
 pub mod time;
 
-pub use identity::{DataDir, DeviceIdentity, IdentityError};
+pub use config::Config;
+pub use identity::{DataDir, DeviceIdentity, IdentityError, LinkBundle};
+pub use net::NetError;
+pub use node::{Node, NodeHandle, StartError};
+pub use repo::NodeError;

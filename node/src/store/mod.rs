@@ -229,12 +229,55 @@ impl StoreHandle {
     }
 
     async fn write(&self, write: Write) -> Result<u64, StoreError> {
+        self.enqueue(write).await?.durable().await
+    }
+
+    /// Queues a write in order and returns once it is queued (waiting only when the queue
+    /// is full); the returned [`Pending`] resolves when it is durable. Writes queued one
+    /// after another are applied in that order.
+    async fn enqueue(&self, write: Write) -> Result<Pending, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Write(write, reply))
             .await
             .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        Ok(Pending(answer))
+    }
+
+    /// Queues a new document; see [`StoreHandle::create_doc`].
+    pub async fn enqueue_create_doc(
+        &self,
+        id: DocumentId,
+        meta: DocMeta,
+        snapshot: Vec<u8>,
+    ) -> Result<Pending, StoreError> {
+        self.enqueue(Write::CreateDoc { id, meta, snapshot }).await
+    }
+
+    /// Queues a chunk; see [`StoreHandle::append`].
+    pub async fn enqueue_append(&self, id: DocumentId, chunk: Vec<u8>) -> Result<Pending, StoreError> {
+        self.enqueue(Write::Append { id, chunk }).await
+    }
+
+    /// Queues a compaction; see [`StoreHandle::compact`].
+    pub async fn enqueue_compact(
+        &self,
+        id: DocumentId,
+        snapshot: Vec<u8>,
+        through: u64,
+    ) -> Result<Pending, StoreError> {
+        self.enqueue(Write::Compact { id, snapshot, through }).await
+    }
+
+    /// Queues a sync state; see [`StoreHandle::save_sync_state`].
+    pub async fn enqueue_sync_state(
+        &self,
+        peer: &Did,
+        id: DocumentId,
+        state: Vec<u8>,
+    ) -> Result<Pending, StoreError> {
+        let peer = *peer.public_key().as_bytes();
+        self.enqueue(Write::SyncState { peer, id, state }).await
     }
 
     /// Stores a new document durably.
@@ -312,6 +355,17 @@ impl StoreHandle {
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// A queued write; [`Pending::durable`] resolves once it is committed durably.
+#[derive(Debug)]
+pub struct Pending(oneshot::Receiver<Result<u64, StoreError>>);
+
+impl Pending {
+    /// Waits until the write is durable (or failed).
+    pub async fn durable(self) -> Result<u64, StoreError> {
+        self.0.await.map_err(|_| StoreError::Closed)?
     }
 }
 

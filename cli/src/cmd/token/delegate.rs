@@ -64,7 +64,7 @@ pub(crate) fn run(args: Args, data_dir: Option<PathBuf>, out: &mut Output) -> an
     let subject = args.sub.unwrap_or(default_subject);
     // A device acting for the person needs its authority delegation as the proof.
     let proofs: Vec<Delegation> = match &proof_for {
-        Some(identity) if subject == identity.root => vec![identity.authority.clone()],
+        Some(identity) if subject == identity.root => identity.authority.clone(),
         _ if subject == signer.did() => Vec::new(),
         Some(identity) => anyhow::bail!(
             "this device holds no delegation for subject {subject}; it can delegate for your root {} or for itself",

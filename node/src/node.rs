@@ -1,0 +1,313 @@
+//! Starting a node and talking to it: [`Node::start`] returns a cloneable [`NodeHandle`].
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    sync::{Arc, Mutex},
+};
+
+use automerge::Automerge;
+use libp2p::Multiaddr;
+use membrane_protocol::{
+    Did, DocumentId,
+    sync::{DocSet, HubConfig, SyncHub},
+};
+use serde_json::Value as Json;
+use tokio::{
+    sync::{broadcast, mpsc, oneshot, watch},
+    task::JoinHandle,
+};
+
+use crate::{
+    config::Config,
+    control,
+    identity::{DataDir, DeviceIdentity, IdentityError},
+    net::{NetActor, NetCommand, NetError},
+    repo::{self, ChangeInfo, DocEvent, DocInfo, EditFn, NodeError, RepoActor, RepoCommand, Status},
+    store::{OpenStoreError, StoreHandle},
+};
+
+/// Depth of the queues between the handle, the repo actor and the network actor.
+const QUEUE_DEPTH: usize = 1024;
+/// Document events buffered per watcher before a slow watcher misses some.
+const EVENT_BUFFER: usize = 1024;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The identity is missing or incomplete.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// Another daemon runs on this data dir.
+    #[error("another membrane daemon is already running on {0}; stop it first or use another --data-dir")]
+    AlreadyRunning(String),
+    /// The store did not open.
+    #[error(transparent)]
+    Store(#[from] OpenStoreError),
+    /// The network did not start.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// Anything else on the way.
+    #[error("cannot start: {0}")]
+    Other(String),
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct Node;
+
+struct Running {
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    store_thread: Option<std::thread::JoinHandle<()>>,
+    _lock: File,
+}
+
+/// A cloneable handle to a running node: the API an app, a test or the control socket uses.
+#[derive(Clone)]
+pub struct NodeHandle {
+    commands: mpsc::Sender<RepoCommand>,
+    net: mpsc::Sender<NetCommand>,
+    events: broadcast::Sender<DocEvent>,
+    listen: watch::Receiver<Vec<Multiaddr>>,
+    device: Did,
+    root: Did,
+    data_dir: DataDir,
+    running: Arc<Mutex<Option<Running>>>,
+}
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle").field("device", &self.device).finish()
+    }
+}
+
+impl Node {
+    /// Starts a node over `config.data_dir`: opens (and checks) the store, starts the
+    /// network and, if configured, the control socket.
+    pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
+        let dir = DataDir::new(&config.data_dir);
+        let identity = DeviceIdentity::load(&dir)?;
+        let lock = lock_data_dir(&dir)?;
+
+        let store_path = dir.path().join("store.redb");
+        let (store, loaded, store_thread) =
+            tokio::task::spawn_blocking(move || StoreHandle::open(&store_path))
+                .await
+                .map_err(|e| StartError::Other(e.to_string()))??;
+        if loaded.repaired {
+            tracing::warn!("the store was not closed cleanly; redb repaired it");
+        }
+        for (doc, reason) in &loaded.quarantined {
+            tracing::error!(%doc, %reason, "quarantined document (not served; other devices can restore it)");
+        }
+
+        let mut docs = DocSet::new();
+        let mut chunks = HashMap::new();
+        let actor = repo::actor_for(&identity.device.did());
+        for loaded_doc in loaded.docs {
+            chunks.insert(loaded_doc.id, loaded_doc.chunks);
+            docs.insert(loaded_doc.id, loaded_doc.doc);
+        }
+        let hub = SyncHub::new(
+            HubConfig {
+                me: identity.device.did(),
+                root: identity.root,
+                chain: identity.authority.clone(),
+                clock_skew: config.clock_skew_secs,
+                max_frame_size: membrane_protocol::sync::wire::MAX_FRAME_SIZE,
+            },
+            docs,
+        );
+
+        let (command_tx, commands) = mpsc::channel(QUEUE_DEPTH);
+        let (net_tx, net_commands) = mpsc::channel(QUEUE_DEPTH);
+        let (net_event_tx, net_events) = mpsc::channel(QUEUE_DEPTH);
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let (listen_tx, listen) = watch::channel(Vec::new());
+        let (shutdown, shutdown_rx) = watch::channel(false);
+
+        let net = NetActor::new(&identity.device, &config, net_event_tx, net_commands)?;
+        let repo = RepoActor {
+            hub,
+            store,
+            net: net_tx.clone(),
+            commands,
+            net_events,
+            events: events.clone(),
+            actor,
+            root: identity.root,
+            device: identity.device.did(),
+            index: repo::index_id(&identity.root),
+            chunks_at_compaction: HashMap::new(),
+            chunks,
+            compact_after: config.compact_after_chunks,
+            sync_states: loaded.sync_states,
+            listen: Vec::new(),
+            sessions: HashMap::new(),
+            quarantined: loaded.quarantined,
+            listen_tx,
+        };
+        let mut tasks = vec![
+            tokio::spawn(net.run(shutdown_rx.clone())),
+            tokio::spawn(repo.run(shutdown_rx.clone())),
+        ];
+        let handle = NodeHandle {
+            commands: command_tx,
+            net: net_tx,
+            events,
+            listen,
+            device: identity.device.did(),
+            root: identity.root,
+            data_dir: dir.clone(),
+            running: Arc::new(Mutex::new(None)),
+        };
+        if config.control_socket {
+            let listener = control::bind(&dir).map_err(|e| StartError::Other(e.to_string()))?;
+            tasks.push(tokio::spawn(control::serve(listener, handle.clone(), shutdown_rx)));
+        }
+        *handle.running.lock().expect("not poisoned") = Some(Running {
+            shutdown,
+            tasks,
+            store_thread: Some(store_thread),
+            _lock: lock,
+        });
+        tracing::info!(device = %identity.device.did(), root = %identity.root, "node started");
+        Ok(handle)
+    }
+}
+
+fn lock_data_dir(dir: &DataDir) -> Result<File, StartError> {
+    let path = dir.path().join("daemon.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StartError::Other(format!("{}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(StartError::AlreadyRunning(dir.path().display().to_string()))
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(StartError::Other(format!("{}: {e}", path.display())))
+        }
+    }
+}
+
+impl NodeHandle {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, NodeError>>) -> RepoCommand) -> Result<T, NodeError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(make(reply)).await.map_err(|_| NodeError::Stopped)?;
+        answer.await.map_err(|_| NodeError::Stopped)?
+    }
+
+    /// This device's DID.
+    pub fn device(&self) -> Did {
+        self.device
+    }
+
+    /// The person's root DID.
+    pub fn root(&self) -> Did {
+        self.root
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &DataDir {
+        &self.data_dir
+    }
+
+    /// Creates a document (optionally named, optionally with JSON content); returns once it
+    /// is durable.
+    pub async fn create_doc(&self, name: Option<String>, content: Option<Json>) -> Result<DocumentId, NodeError> {
+        self.ask(|reply| RepoCommand::Create { name, content, reply }).await
+    }
+
+    /// The JSON at `path` (a JSON pointer; `/` or empty for the whole document). `doc` is
+    /// an id or a name.
+    pub async fn get(&self, doc: &str, path: &str) -> Result<Option<Json>, NodeError> {
+        let (doc, path) = (doc.to_owned(), path.to_owned());
+        self.ask(|reply| RepoCommand::Get { doc, path, reply }).await
+    }
+
+    /// Writes `value` at `path`; returns the new heads once the change is durable.
+    pub async fn set(&self, doc: &str, path: &str, value: Json) -> Result<Vec<String>, NodeError> {
+        let (doc, path) = (doc.to_owned(), path.to_owned());
+        self.ask(|reply| RepoCommand::Set { doc, path, value, reply }).await
+    }
+
+    /// Runs an arbitrary change in one transaction; returns once it is durable.
+    pub async fn edit(&self, doc: DocumentId, edit: EditFn) -> Result<Vec<String>, NodeError> {
+        self.ask(|reply| RepoCommand::Edit { doc, edit, reply }).await
+    }
+
+    /// Reads a document with a closure; `None` if it is not held.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        doc: DocumentId,
+        read: impl FnOnce(&Automerge) -> T + Send + 'static,
+    ) -> Result<Option<T>, NodeError> {
+        let (reply, answer) = oneshot::channel();
+        let read = Box::new(move |d: &Automerge| {
+            let _ = reply.send(read(d));
+        });
+        self.commands
+            .send(RepoCommand::Read { doc, read })
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        Ok(answer.await.ok())
+    }
+
+    /// Every document (not the index).
+    pub async fn list(&self) -> Result<Vec<DocInfo>, NodeError> {
+        self.ask(|reply| RepoCommand::List { reply }).await
+    }
+
+    /// A document's changes, oldest first.
+    pub async fn history(&self, doc: &str) -> Result<Vec<ChangeInfo>, NodeError> {
+        let doc = doc.to_owned();
+        self.ask(|reply| RepoCommand::History { doc, reply }).await
+    }
+
+    /// Identity, peers and per-document sync state.
+    pub async fn status(&self) -> Result<Status, NodeError> {
+        self.ask(|reply| RepoCommand::Status { reply }).await
+    }
+
+    /// Document change events.
+    pub fn watch(&self) -> broadcast::Receiver<DocEvent> {
+        self.events.subscribe()
+    }
+
+    /// Dials an address now and keeps redialing it while disconnected.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NodeError> {
+        self.net.send(NetCommand::Dial(addr)).await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// The addresses the node listens on (with `/p2p/<peer id>`), once it listens on at
+    /// least `count` of them.
+    pub async fn listen_addrs(&self, count: usize) -> Vec<Multiaddr> {
+        let mut listen = self.listen.clone();
+        let _ = listen.wait_for(|addrs| addrs.len() >= count).await;
+        let addrs = listen.borrow().clone();
+        addrs
+    }
+
+    /// Stops the node: network and repo actors end, queued writes are committed, the store
+    /// closes. Waits for all of it.
+    pub async fn shutdown(&self) {
+        let running = self.running.lock().expect("not poisoned").take();
+        let Some(mut running) = running else { return };
+        let _ = running.shutdown.send(true);
+        for task in running.tasks.drain(..) {
+            let _ = task.await;
+        }
+        if let Some(thread) = running.store_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        let socket = control::socket_path(&self.data_dir);
+        let _ = std::fs::remove_file(socket);
+    }
+}

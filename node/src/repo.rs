@@ -1,0 +1,646 @@
+//! The repo actor: owns the documents (inside the pure [`SyncHub`]), turns API calls into
+//! changes, persists them through the store, and carries out the hub's effects.
+//!
+//! Local writes are acknowledged only once the store reports them durable. The actor never
+//! waits for a commit itself: it queues writes in order and hands the wait to a small task,
+//! so writes that arrive during a commit are committed together in the next one.
+
+use std::collections::HashMap;
+
+use automerge::{ActorId, Automerge, ROOT, ReadDoc as _, transaction::Transactable as _};
+use libp2p::Multiaddr;
+use membrane_protocol::{
+    Did, DocumentId,
+    sync::{CloseReason, Effect, Input, SessionId, SyncHub},
+};
+use serde::Serialize;
+use serde_json::{Value as Json, json};
+use sha2::{Digest as _, Sha256};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::{
+    json::{self, PathError},
+    net::{NetCommand, NetEvent},
+    random,
+    store::{DeviceRecord, DocMeta, Pending, StoreError, StoreHandle},
+    time,
+};
+
+/// Why an API call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// No document has this id or name.
+    #[error("no document {0:?} (see `membrane doc list`)")]
+    NoSuchDocument(String),
+    /// Several documents have this name.
+    #[error("{0:?} names several documents; use the id")]
+    Ambiguous(String),
+    /// The path or value does not fit the document.
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// The change could not be made durable; it was not acknowledged.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The node is shutting down.
+    #[error("the node is stopping")]
+    Stopped,
+    /// Bad input.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A document in a listing.
+#[derive(Debug, Clone, Serialize)]
+pub struct DocInfo {
+    /// `automerge:…`
+    pub id: String,
+    /// Its name, if any.
+    pub name: Option<String>,
+    /// How many heads (more than one: concurrent changes not yet merged by a new change).
+    pub heads: usize,
+}
+
+/// One change in a document's history.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangeInfo {
+    /// Change hash (hex).
+    pub hash: String,
+    /// Author actor (hex).
+    pub actor: String,
+    /// Sequence number of the actor.
+    pub seq: u64,
+    /// Timestamp (milliseconds, as recorded by the author).
+    pub time: i64,
+    /// Commit message.
+    pub message: Option<String>,
+}
+
+/// A document changed.
+#[derive(Debug, Clone, Serialize)]
+pub struct DocEvent {
+    /// The document.
+    pub doc: String,
+    /// Its heads (hex).
+    pub heads: Vec<String>,
+    /// `local` or the peer's DID.
+    pub by: String,
+}
+
+/// The node's state for `membrane status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// This device.
+    pub device: String,
+    /// The person.
+    pub root: String,
+    /// Where it listens.
+    pub listen: Vec<String>,
+    /// Connected devices.
+    pub peers: Vec<String>,
+    /// Known devices.
+    pub devices: Vec<DeviceStatus>,
+    /// Documents and their sync state with connected peers.
+    pub documents: Vec<DocStatus>,
+    /// Documents that failed to load.
+    pub quarantined: Vec<(String, String)>,
+}
+
+/// A device in the registry.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceStatus {
+    /// Its DID.
+    pub did: String,
+    /// Connected now.
+    pub online: bool,
+    /// Last session (Unix seconds).
+    pub last_seen: u64,
+}
+
+/// A document's sync state.
+#[derive(Debug, Clone, Serialize)]
+pub struct DocStatus {
+    /// `automerge:…`
+    pub id: String,
+    /// Its name.
+    pub name: Option<String>,
+    /// Connected peers holding exactly our heads.
+    pub in_sync_with: Vec<String>,
+    /// Connected peers not yet at our heads.
+    pub syncing_with: Vec<String>,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
+
+/// A change made by the embedding application, run inside a transaction.
+pub type EditFn = Box<dyn FnOnce(&mut automerge::transaction::Transaction<'_>) -> Result<(), String> + Send>;
+
+pub(crate) enum RepoCommand {
+    Create { name: Option<String>, content: Option<Json>, reply: Reply<DocumentId> },
+    Get { doc: String, path: String, reply: Reply<Option<Json>> },
+    Set { doc: String, path: String, value: Json, reply: Reply<Vec<String>> },
+    Edit { doc: DocumentId, edit: EditFn, reply: Reply<Vec<String>> },
+    Read { doc: DocumentId, read: Box<dyn FnOnce(&Automerge) + Send> },
+    List { reply: Reply<Vec<DocInfo>> },
+    History { doc: String, reply: Reply<Vec<ChangeInfo>> },
+    Status { reply: Reply<Status> },
+}
+
+pub(crate) struct RepoActor {
+    pub(crate) hub: SyncHub,
+    pub(crate) store: StoreHandle,
+    pub(crate) net: mpsc::Sender<NetCommand>,
+    pub(crate) commands: mpsc::Receiver<RepoCommand>,
+    pub(crate) net_events: mpsc::Receiver<NetEvent>,
+    pub(crate) events: broadcast::Sender<DocEvent>,
+    pub(crate) actor: ActorId,
+    pub(crate) root: Did,
+    pub(crate) device: Did,
+    pub(crate) index: DocumentId,
+    pub(crate) chunks: HashMap<DocumentId, u64>,
+    pub(crate) chunks_at_compaction: HashMap<DocumentId, u64>,
+    pub(crate) compact_after: u64,
+    pub(crate) sync_states: HashMap<[u8; 32], Vec<(DocumentId, Vec<u8>)>>,
+    pub(crate) listen: Vec<Multiaddr>,
+    pub(crate) sessions: HashMap<SessionId, Did>,
+    pub(crate) quarantined: Vec<(DocumentId, String)>,
+    pub(crate) listen_tx: watch::Sender<Vec<Multiaddr>>,
+}
+
+/// The id of a person's index document (document names and metadata), the same on all of
+/// their devices.
+pub fn index_id(root: &Did) -> DocumentId {
+    let digest = Sha256::new()
+        .chain_update(b"membrane/index/v1")
+        .chain_update(root.public_key().as_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    DocumentId::from_bytes(bytes)
+}
+
+/// The actor id for this device's changes: its public key, then 4 random bytes so a restart
+/// never reuses a sequence number that a crash lost.
+pub(crate) fn actor_for(device: &Did) -> ActorId {
+    let mut bytes = device.public_key().as_bytes().to_vec();
+    bytes.extend(random::bytes::<4>().unwrap_or([0; 4]));
+    ActorId::from(bytes)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn heads_hex(doc: &Automerge) -> Vec<String> {
+    doc.get_heads().iter().map(|h| hex(&h.0)).collect()
+}
+
+impl RepoActor {
+    pub(crate) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                Some(event) = self.net_events.recv() => self.on_net(event).await,
+                command = self.commands.recv() => match command {
+                    Some(command) => self.on_command(command).await,
+                    None => break,
+                },
+            }
+        }
+    }
+
+    async fn hub_input(&mut self, input: Input) {
+        let effects = self.hub.handle(time::now(), input);
+        self.carry_out(effects).await;
+    }
+
+    async fn on_net(&mut self, event: NetEvent) {
+        match event {
+            NetEvent::Opened { session, peer, role } => {
+                let persisted = self
+                    .sync_states
+                    .get(peer.public_key().as_bytes())
+                    .cloned()
+                    .unwrap_or_default();
+                self.sessions.insert(session, peer);
+                self.hub_input(Input::Opened { session, peer, role, persisted }).await;
+            }
+            NetEvent::Frame { session, frame } => {
+                self.hub_input(Input::Received { session, frame }).await;
+            }
+            NetEvent::Closed { session, reason } => {
+                if let Some(peer) = self.sessions.remove(&session) {
+                    tracing::info!(peer = %peer.fmt_short(), %reason, "session closed");
+                }
+                self.hub_input(Input::Closed { session }).await;
+            }
+            NetEvent::Listening(addr) => {
+                self.listen.push(addr);
+                let _ = self.listen_tx.send(self.listen.clone());
+            }
+            NetEvent::PeerAddresses { peer, addrs } => {
+                // Remember how to reach the person's own devices.
+                if self.hub.peers().iter().any(|(_, p)| *p == peer) {
+                    let _ = self.net.send(NetCommand::Remember(addrs)).await;
+                }
+            }
+        }
+    }
+
+    async fn carry_out(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Send { session, frame } => {
+                    let _ = self.net.send(NetCommand::Send { session, frame }).await;
+                }
+                Effect::Close { session, reason } => {
+                    let peer = self.sessions.remove(&session);
+                    tracing::warn!(peer = ?peer.map(|p| p.to_string()), %reason, "closing session");
+                    let disconnect = matches!(reason, CloseReason::Unauthorized(_));
+                    let _ = self.net.send(NetCommand::Close { session, disconnect }).await;
+                }
+                Effect::Authorized { peer, .. } => {
+                    tracing::info!(peer = %peer, "device connected");
+                    let now = time::now();
+                    let record = DeviceRecord { name: None, first_seen: now, last_seen: now };
+                    let store = self.store.clone();
+                    tokio::spawn(async move {
+                        let first_seen = store
+                            .devices()
+                            .await
+                            .ok()
+                            .and_then(|all| all.into_iter().find(|(d, _)| *d == peer.to_string()))
+                            .map_or(now, |(_, r)| r.first_seen);
+                        let _ = store.put_device(&peer, DeviceRecord { first_seen, ..record }).await;
+                    });
+                }
+                Effect::Reconciled { session, differing } => {
+                    tracing::debug!(?session, differing, "reconciled");
+                }
+                Effect::StoreChanges { doc, data } => {
+                    if let Ok(pending) = self.store.enqueue_append(doc, data).await {
+                        watch_failure(pending, doc);
+                        self.after_append(doc).await;
+                    }
+                }
+                Effect::StoreSnapshot { doc, data } => {
+                    let meta = DocMeta { name: None, created: time::now() };
+                    if let Ok(pending) = self.store.enqueue_create_doc(doc, meta, data).await {
+                        watch_failure(pending, doc);
+                        self.chunks.insert(doc, 0);
+                        self.chunks_at_compaction.insert(doc, 0);
+                    }
+                }
+                Effect::DocChanged { doc, heads } => {
+                    let _ = self.events.send(DocEvent {
+                        doc: doc.to_string(),
+                        heads: heads.iter().map(|h| hex(&h.0)).collect(),
+                        by: "peer".into(),
+                    });
+                }
+                Effect::SaveSyncState { peer, doc, state } => {
+                    let entry = self.sync_states.entry(*peer.public_key().as_bytes()).or_default();
+                    entry.retain(|(d, _)| *d != doc);
+                    entry.push((doc, state.clone()));
+                    if let Ok(pending) = self.store.enqueue_sync_state(&peer, doc, state).await {
+                        watch_failure(pending, doc);
+                    }
+                }
+                Effect::DocumentPoisoned { doc } => {
+                    tracing::error!(%doc, "document damaged in memory by a peer's message; reloading");
+                    if let Ok(Some(reloaded)) = self.store.read_doc(doc).await {
+                        self.hub.docs_mut().insert(doc, reloaded);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Counts a chunk and compacts the document when enough have piled up.
+    async fn after_append(&mut self, doc: DocumentId) {
+        let count = self.chunks.entry(doc).or_insert(0);
+        *count += 1;
+        let through = *count;
+        let since = through - self.chunks_at_compaction.get(&doc).copied().unwrap_or(0);
+        if since < self.compact_after {
+            return;
+        }
+        let Some(snapshot) = self.hub.docs().get(&doc).map(Automerge::save) else { return };
+        if let Ok(pending) = self.store.enqueue_compact(doc, snapshot, through).await {
+            watch_failure(pending, doc);
+            self.chunks_at_compaction.insert(doc, through);
+        }
+    }
+
+    fn resolve(&self, text: &str) -> Result<DocumentId, NodeError> {
+        if let Ok(id) = text.parse::<DocumentId>()
+            && self.hub.docs().contains(&id)
+        {
+            return Ok(id);
+        }
+        let Some(index) = self.hub.docs().get(&self.index) else {
+            return Err(NodeError::NoSuchDocument(text.to_owned()));
+        };
+        let mut found = Vec::new();
+        for key in index.keys(ROOT) {
+            if index_name(index, &key).as_deref() == Some(text)
+                && let Ok(id) = key.parse::<DocumentId>()
+            {
+                found.push(id);
+            }
+        }
+        match found.as_slice() {
+            [one] if self.hub.docs().contains(one) => Ok(*one),
+            [] | [_] => Err(NodeError::NoSuchDocument(text.to_owned())),
+            _ => Err(NodeError::Ambiguous(text.to_owned())),
+        }
+    }
+
+    fn name_of(&self, id: &DocumentId) -> Option<String> {
+        index_name(self.hub.docs().get(&self.index)?, &id.to_string())
+    }
+
+    /// Applies a local change, queues it durably, and answers once it is durable.
+    async fn change(
+        &mut self,
+        doc: DocumentId,
+        edit: impl FnOnce(&mut automerge::transaction::Transaction<'_>) -> Result<(), NodeError>,
+    ) -> Result<Option<Pending>, NodeError> {
+        let actor = self.actor.clone();
+        let outcome = self
+            .hub
+            .docs_mut()
+            .update(&doc, |d| {
+                d.set_actor(actor);
+                let before = d.get_heads();
+                let mut tx = d.transaction();
+                match edit(&mut tx) {
+                    Ok(()) => {
+                        tx.commit();
+                        let after = d.get_heads();
+                        Ok((after != before).then(|| d.save_after(&before)))
+                    }
+                    Err(error) => {
+                        tx.rollback();
+                        Err(error)
+                    }
+                }
+            })
+            .ok_or_else(|| NodeError::NoSuchDocument(doc.to_string()))?;
+        let Some(chunk) = outcome? else { return Ok(None) };
+        let pending = self.store.enqueue_append(doc, chunk).await?;
+        self.after_append(doc).await;
+        let effects = self.hub.handle(time::now(), Input::LocalChange { doc });
+        self.carry_out(effects).await;
+        if let Some(d) = self.hub.docs().get(&doc) {
+            let _ = self.events.send(DocEvent { doc: doc.to_string(), heads: heads_hex(d), by: "local".into() });
+        }
+        Ok(Some(pending))
+    }
+
+    async fn ensure_index(&mut self) -> Result<Option<Pending>, NodeError> {
+        if self.hub.docs().contains(&self.index) {
+            return Ok(None);
+        }
+        let doc = Automerge::new().with_actor(self.actor.clone());
+        let pending = self
+            .store
+            .enqueue_create_doc(self.index, DocMeta { name: None, created: time::now() }, doc.save())
+            .await?;
+        self.chunks.insert(self.index, 0);
+        self.hub.docs_mut().insert(self.index, doc);
+        Ok(Some(pending))
+    }
+
+    async fn create(&mut self, name: Option<String>, content: Option<Json>) -> Result<(DocumentId, Vec<Pending>), NodeError> {
+        if let Some(content) = &content
+            && !content.is_object()
+        {
+            return Err(NodeError::Invalid("a document's content is a JSON object".into()));
+        }
+        let id = DocumentId::from_bytes(random::bytes().map_err(|e| NodeError::Invalid(e.to_string()))?);
+        let mut doc = Automerge::new().with_actor(self.actor.clone());
+        if let Some(content) = &content {
+            let mut tx = doc.transaction();
+            json::set(&mut tx, "/", content)?;
+            tx.commit();
+        }
+        let now = time::now();
+        let mut pending = Vec::new();
+        pending.push(
+            self.store
+                .enqueue_create_doc(id, DocMeta { name: name.clone(), created: now }, doc.save())
+                .await?,
+        );
+        self.chunks.insert(id, 0);
+        self.hub.docs_mut().insert(id, doc);
+        if let Some(p) = self.ensure_index().await? {
+            pending.push(p);
+        }
+        let entry = json!({ "name": name, "created": now });
+        let key = id.to_string();
+        if let Some(p) = self
+            .change(self.index, move |tx| {
+                json::set(tx, &format!("/{}", key.replace('~', "~0").replace('/', "~1")), &entry)?;
+                Ok(())
+            })
+            .await?
+        {
+            pending.push(p);
+        }
+        let effects = self.hub.handle(now, Input::LocalChange { doc: id });
+        self.carry_out(effects).await;
+        Ok((id, pending))
+    }
+
+    async fn on_command(&mut self, command: RepoCommand) {
+        match command {
+            RepoCommand::Create { name, content, reply } => match self.create(name, content).await {
+                Ok((id, pending)) => {
+                    tokio::spawn(async move {
+                        for p in pending {
+                            if let Err(error) = p.durable().await {
+                                let _ = reply.send(Err(error.into()));
+                                return;
+                            }
+                        }
+                        let _ = reply.send(Ok(id));
+                    });
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(error));
+                }
+            },
+            RepoCommand::Get { doc, path, reply } => {
+                let result = self.resolve(&doc).and_then(|id| {
+                    let doc = self.hub.docs().get(&id).expect("resolved");
+                    Ok(json::get(doc, &path)?)
+                });
+                let _ = reply.send(result);
+            }
+            RepoCommand::Set { doc, path, value, reply } => {
+                let result = match self.resolve(&doc) {
+                    Ok(id) => self
+                        .change(id, |tx| json::set(tx, &path, &value).map_err(NodeError::from))
+                        .await
+                        .map(|pending| (id, pending)),
+                    Err(error) => Err(error),
+                };
+                self.answer_when_durable(result, reply);
+            }
+            RepoCommand::Edit { doc, edit, reply } => {
+                let result = self
+                    .change(doc, |tx| edit(tx).map_err(NodeError::Invalid))
+                    .await
+                    .map(|pending| (doc, pending));
+                self.answer_when_durable(result, reply);
+            }
+            RepoCommand::Read { doc, read } => {
+                if let Some(d) = self.hub.docs().get(&doc) {
+                    read(d);
+                }
+            }
+            RepoCommand::List { reply } => {
+                let list = self
+                    .hub
+                    .docs()
+                    .ids()
+                    .filter(|id| **id != self.index)
+                    .map(|id| DocInfo {
+                        id: id.to_string(),
+                        name: self.name_of(id),
+                        heads: self.hub.docs().heads(id).map_or(0, <[_]>::len),
+                    })
+                    .collect();
+                let _ = reply.send(Ok(list));
+            }
+            RepoCommand::History { doc, reply } => {
+                let result = self.resolve(&doc).map(|id| {
+                    let doc = self.hub.docs().get(&id).expect("resolved");
+                    doc.get_changes(&[])
+                        .iter()
+                        .map(|c| ChangeInfo {
+                            hash: hex(&c.hash().0),
+                            actor: c.actor_id().to_hex_string(),
+                            seq: c.seq(),
+                            time: c.timestamp(),
+                            message: c.message().map(str::to_owned),
+                        })
+                        .collect()
+                });
+                let _ = reply.send(result);
+            }
+            RepoCommand::Status { reply } => {
+                let status = self.status().await;
+                let _ = reply.send(Ok(status));
+            }
+        }
+    }
+
+    fn answer_when_durable(
+        &self,
+        result: Result<(DocumentId, Option<Pending>), NodeError>,
+        reply: Reply<Vec<String>>,
+    ) {
+        match result {
+            Err(error) => {
+                let _ = reply.send(Err(error));
+            }
+            Ok((id, pending)) => {
+                let heads = self.hub.docs().get(&id).map(heads_hex).unwrap_or_default();
+                tokio::spawn(async move {
+                    let outcome = match pending {
+                        Some(p) => p.durable().await.map(|_| heads).map_err(NodeError::from),
+                        None => Ok(heads),
+                    };
+                    let _ = reply.send(outcome);
+                });
+            }
+        }
+    }
+
+    async fn status(&self) -> Status {
+        let peers: Vec<Did> = self.hub.peers().into_iter().map(|(_, p)| p).collect();
+        let devices = self
+            .store
+            .devices()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(did, record)| DeviceStatus {
+                online: peers.iter().any(|p| p.to_string() == did),
+                did,
+                last_seen: record.last_seen,
+            })
+            .collect();
+        let documents = self
+            .hub
+            .docs()
+            .ids()
+            .filter(|id| **id != self.index)
+            .map(|id| {
+                let status = self.hub.doc_status(id);
+                DocStatus {
+                    id: id.to_string(),
+                    name: self.name_of(id),
+                    in_sync_with: status.iter().filter(|s| s.in_sync).map(|s| s.peer.to_string()).collect(),
+                    syncing_with: status.iter().filter(|s| !s.in_sync).map(|s| s.peer.to_string()).collect(),
+                }
+            })
+            .collect();
+        Status {
+            device: self.device.to_string(),
+            root: self.root.to_string(),
+            listen: self.listen.iter().map(ToString::to_string).collect(),
+            peers: peers.iter().map(ToString::to_string).collect(),
+            devices,
+            documents,
+            quarantined: self.quarantined.iter().map(|(id, why)| (id.to_string(), why.clone())).collect(),
+        }
+    }
+}
+
+/// The name recorded for a document key in the index document.
+fn index_name(index: &Automerge, key: &str) -> Option<String> {
+    let (_, entry) = index.get(ROOT, key).ok()??;
+    match index.get(&entry, "name").ok()?? {
+        (automerge::Value::Scalar(value), _) => match value.as_ref() {
+            automerge::ScalarValue::Str(name) => Some(name.to_string()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Logs a queued write that later fails to commit (nothing waits on it).
+fn watch_failure(pending: Pending, doc: DocumentId) {
+    tokio::spawn(async move {
+        if let Err(error) = pending.durable().await {
+            tracing::error!(%doc, %error, "could not persist data received from a peer");
+        }
+    });
+}
+
+/// Reads a text object at a map key of the root (used by benchmarks and tests).
+pub fn root_text(doc: &Automerge, key: &str) -> Option<String> {
+    let (_, id) = doc.get(ROOT, key).ok()??;
+    doc.text(&id).ok()
+}
+
+/// Ensures a text object at a root key and splices into it.
+pub fn splice_root_text(
+    tx: &mut automerge::transaction::Transaction<'_>,
+    key: &str,
+    position: usize,
+    delete: isize,
+    insert: &str,
+) -> Result<(), String> {
+    let text = match tx.get(ROOT, key).map_err(|e| e.to_string())? {
+        Some((automerge::Value::Object(automerge::ObjType::Text), id)) => id,
+        _ => tx
+            .put_object(ROOT, key, automerge::ObjType::Text)
+            .map_err(|e| e.to_string())?,
+    };
+    tx.splice_text(&text, position, delete, insert).map_err(|e| e.to_string())
+}
