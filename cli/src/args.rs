@@ -29,7 +29,8 @@ pub(crate) struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Create your root identity and this device's key.
+    /// Create your root identity and this device's key (or, with --join, only a device
+    /// key for another of your devices to link).
     ///
     /// Example: membrane init --data-dir ~/membrane
     Init(cmd::init::Args),
@@ -37,6 +38,20 @@ pub(crate) enum Command {
     ///
     /// Example: membrane id --json
     Id(cmd::id::Args),
+    /// Run this device's node in the foreground (Ctrl-C or SIGTERM stops it cleanly).
+    ///
+    /// Example: membrane run --peer /ip4/192.168.1.20/tcp/4001/p2p/12D3KooW…
+    Run(cmd::run::Args),
+    /// Create, read, change and watch documents (needs `membrane run`).
+    #[command(subcommand)]
+    Doc(cmd::doc::Command),
+    /// Show peers and each document's sync state (needs `membrane run`).
+    ///
+    /// Example: membrane status --json
+    Status(cmd::status::Args),
+    /// Add devices to your personal cloud.
+    #[command(subcommand)]
+    Device(cmd::device::Command),
     /// Inspect, verify and issue UCAN 1.0 tokens.
     #[command(subcommand)]
     Token(Box<cmd::token::Command>),

@@ -14,6 +14,7 @@
 
 mod args;
 mod cmd;
+mod control;
 mod duration;
 mod input;
 mod output;

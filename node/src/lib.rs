@@ -20,6 +20,7 @@ pub mod store;
 pub mod time;
 
 pub use config::Config;
+pub use libp2p::Multiaddr;
 pub use identity::{DataDir, DeviceIdentity, IdentityError, LinkBundle};
 pub use net::NetError;
 pub use node::{Node, NodeHandle, StartError};

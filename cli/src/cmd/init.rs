@@ -9,10 +9,24 @@ use crate::output::Output;
 
 /// Create your root identity and this device's key.
 #[derive(Debug, clap::Args)]
-pub(crate) struct Args {}
+pub(crate) struct Args {
+    /// Make only a device key: this device will join a person's existing devices
+    /// (`membrane device link` on one of them, `membrane device accept` here).
+    #[arg(long)]
+    join: bool,
+}
 
-pub(crate) fn run(_args: Args, data_dir: Option<PathBuf>, out: &mut Output) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args, data_dir: Option<PathBuf>, out: &mut Output) -> anyhow::Result<()> {
     let dir = super::resolve_data_dir(data_dir)?;
+    if args.join {
+        let device = DeviceIdentity::init_joining(&dir)?;
+        let data = json!({"data_dir": dir.path(), "device": device.did().to_string()});
+        return out.result("init", &data, |w| {
+            writeln!(w, "Created a device key in {}", dir.path().display())?;
+            writeln!(w, "device: {}", device.did())?;
+            writeln!(w, "On one of your devices run: membrane device link {}", device.did())
+        });
+    }
     let identity = DeviceIdentity::init(&dir, time::now())?;
     let data = json!({
         "data_dir": dir.path(),

@@ -1,7 +1,11 @@
 //! One module per subcommand; each exposes `Args` and `run`.
 
+pub(crate) mod device;
+pub(crate) mod doc;
 pub(crate) mod id;
 pub(crate) mod init;
+pub(crate) mod run;
+pub(crate) mod status;
 pub(crate) mod token;
 
 use std::path::PathBuf;
@@ -19,6 +23,10 @@ pub(crate) fn run(cli: Cli, out: &mut Output) -> anyhow::Result<()> {
     match cli.command {
         Command::Init(args) => init::run(args, data_dir, out),
         Command::Id(args) => id::run(args, data_dir, out),
+        Command::Run(args) => run::run(args, data_dir, out),
+        Command::Doc(command) => doc::run(command, data_dir, out),
+        Command::Status(args) => status::run(args, data_dir, out),
+        Command::Device(command) => device::run(command, data_dir, out),
         Command::Token(command) => token::run(*command, data_dir, out),
     }
 }
