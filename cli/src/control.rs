@@ -34,11 +34,16 @@ impl Client {
                 dir.path().display()
             ),
             Err(error) => {
-                return Err(error).with_context(|| format!("cannot reach the daemon at {}", path.display()));
+                return Err(error)
+                    .with_context(|| format!("cannot reach the daemon at {}", path.display()));
             }
         };
         let writer = stream.try_clone()?;
-        Ok(Self { reader: BufReader::new(stream), writer, next_id: 1 })
+        Ok(Self {
+            reader: BufReader::new(stream),
+            writer,
+            next_id: 1,
+        })
     }
 
     fn send(&mut self, method: &str, params: Value) -> anyhow::Result<u64> {

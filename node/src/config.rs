@@ -26,7 +26,8 @@ pub struct Config {
     pub max_connections: u32,
     /// How often disconnected peers are dialed again.
     pub redial_interval: Duration,
-    /// Compact a document once this many chunks sit on its snapshot.
+    /// Compact a document once this many chunks sit on its snapshot (it is also compacted
+    /// when its chunks outweigh its snapshot).
     pub compact_after_chunks: u64,
 }
 
@@ -37,7 +38,9 @@ impl Config {
             data_dir: data_dir.into(),
             listen: vec![
                 "/ip4/0.0.0.0/tcp/0".parse().expect("valid multiaddr"),
-                "/ip4/0.0.0.0/udp/0/quic-v1".parse().expect("valid multiaddr"),
+                "/ip4/0.0.0.0/udp/0/quic-v1"
+                    .parse()
+                    .expect("valid multiaddr"),
             ],
             peers: Vec::new(),
             mdns: true,
@@ -45,7 +48,7 @@ impl Config {
             clock_skew_secs: 60,
             max_connections: 128,
             redial_interval: Duration::from_secs(3),
-            compact_after_chunks: 256,
+            compact_after_chunks: 4096,
         }
     }
 
@@ -54,7 +57,9 @@ impl Config {
         Self {
             listen: vec![
                 "/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr"),
-                "/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("valid multiaddr"),
+                "/ip4/127.0.0.1/udp/0/quic-v1"
+                    .parse()
+                    .expect("valid multiaddr"),
             ],
             mdns: false,
             ..Self::new(data_dir)

@@ -5,11 +5,7 @@
 //! `{"id": 1, "event": {…}}` lines until the client hangs up. Methods: `doc.new`,
 //! `doc.get`, `doc.set`, `doc.list`, `doc.history`, `doc.watch`, `status`, `dial`.
 
-use std::{
-    io,
-    os::unix::fs::PermissionsExt as _,
-    path::PathBuf,
-};
+use std::{io, os::unix::fs::PermissionsExt as _, path::PathBuf};
 
 use serde_json::{Value as Json, json};
 use tokio::{
@@ -38,7 +34,11 @@ pub(crate) fn bind(dir: &DataDir) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
-pub(crate) async fn serve(listener: UnixListener, node: NodeHandle, mut shutdown: watch::Receiver<bool>) {
+pub(crate) async fn serve(
+    listener: UnixListener,
+    node: NodeHandle,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
@@ -58,7 +58,11 @@ pub(crate) async fn serve(listener: UnixListener, node: NodeHandle, mut shutdown
     }
 }
 
-async fn client(stream: UnixStream, node: NodeHandle, mut shutdown: watch::Receiver<bool>) -> io::Result<()> {
+async fn client(
+    stream: UnixStream,
+    node: NodeHandle,
+    mut shutdown: watch::Receiver<bool>,
+) -> io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
     let mut line = String::new();
@@ -116,23 +120,35 @@ async fn call(node: &NodeHandle, method: &str, params: &Json) -> Result<Json, St
         }
         "doc.get" => {
             let path = params["path"].as_str().unwrap_or("/");
-            match node.get(param(params, "doc")?, path).await.map_err(to_text)? {
+            match node
+                .get(param(params, "doc")?, path)
+                .await
+                .map_err(to_text)?
+            {
                 Some(value) => Ok(value),
                 None => Err(format!("nothing at {path}")),
             }
         }
         "doc.set" => {
             let heads = node
-                .set(param(params, "doc")?, param(params, "path")?, params["value"].clone())
+                .set(
+                    param(params, "doc")?,
+                    param(params, "path")?,
+                    params["value"].clone(),
+                )
                 .await
                 .map_err(to_text)?;
             Ok(json!({"heads": heads}))
         }
         "doc.list" => Ok(json!(node.list().await.map_err(to_text)?)),
-        "doc.history" => Ok(json!(node.history(param(params, "doc")?).await.map_err(to_text)?)),
+        "doc.history" => Ok(json!(
+            node.history(param(params, "doc")?).await.map_err(to_text)?
+        )),
         "status" => Ok(json!(node.status().await.map_err(to_text)?)),
         "dial" => {
-            let addr = param(params, "addr")?.parse().map_err(|e| format!("bad address: {e}"))?;
+            let addr = param(params, "addr")?
+                .parse()
+                .map_err(|e| format!("bad address: {e}"))?;
             node.dial(addr).await.map_err(to_text)?;
             Ok(json!({}))
         }
@@ -166,7 +182,10 @@ async fn watch_doc(
         .list()
         .await
         .ok()
-        .and_then(|docs| docs.into_iter().find(|d| d.id == wanted || d.name.as_deref() == Some(&wanted)))
+        .and_then(|docs| {
+            docs.into_iter()
+                .find(|d| d.id == wanted || d.name.as_deref() == Some(&wanted))
+        })
         .map_or(wanted.clone(), |d| d.id);
     let reply = json!({"id": id, "ok": {"watching": resolved}});
     write.write_all(format!("{reply}\n").as_bytes()).await?;

@@ -50,7 +50,9 @@ pub enum IdentityError {
     #[error("no Membrane identity in {0}; run `membrane init` first")]
     NotInitialized(PathBuf),
     /// A device key exists but no device of the person has linked it yet.
-    #[error("this device ({0}) is not linked to a person yet; on one of your devices run `membrane device link {0}`, then `membrane device accept CODE` here")]
+    #[error(
+        "this device ({0}) is not linked to a person yet; on one of your devices run `membrane device link {0}`, then `membrane device accept CODE` here"
+    )]
     NotLinked(String),
     /// A link bundle that does not make this device a member.
     #[error("the link code is not valid for this device: {0}")]
@@ -150,7 +152,11 @@ impl LinkBundle {
     pub fn to_text(&self) -> String {
         use membrane_protocol::ucan::Ipld;
         let chain = |c: &[Delegation]| {
-            Ipld::List(c.iter().map(|d| Ipld::Bytes(d.as_bytes().to_vec())).collect())
+            Ipld::List(
+                c.iter()
+                    .map(|d| Ipld::Bytes(d.as_bytes().to_vec()))
+                    .collect(),
+            )
         };
         let value = Ipld::List(vec![chain(&self.authority), chain(&self.powerline)]);
         let bytes = serde_ipld_dagcbor::to_vec(&value).expect("a list of bytes encodes");
@@ -167,21 +173,34 @@ impl LinkBundle {
             .ok_or_else(|| bad("it does not start with mbrlink1"))?;
         let bytes = membrane_protocol::ucan::decode_base64_loose(body)
             .map_err(|_| bad("it is not base64"))?;
-        let value: Ipld = serde_ipld_dagcbor::from_slice(&bytes).map_err(|_| bad("it is truncated or corrupt"))?;
-        let Ipld::List(chains) = value else { return Err(bad("wrong shape")) };
+        let value: Ipld = serde_ipld_dagcbor::from_slice(&bytes)
+            .map_err(|_| bad("it is truncated or corrupt"))?;
+        let Ipld::List(chains) = value else {
+            return Err(bad("wrong shape"));
+        };
         let mut decoded = Vec::new();
         for chain in chains.iter().take(2) {
-            let Ipld::List(tokens) = chain else { return Err(bad("wrong shape")) };
+            let Ipld::List(tokens) = chain else {
+                return Err(bad("wrong shape"));
+            };
             let mut out = Vec::new();
             for token in tokens {
-                let Ipld::Bytes(token) = token else { return Err(bad("wrong shape")) };
-                out.push(Delegation::decode(token).map_err(|e| IdentityError::BadLink(e.to_string()))?);
+                let Ipld::Bytes(token) = token else {
+                    return Err(bad("wrong shape"));
+                };
+                out.push(
+                    Delegation::decode(token).map_err(|e| IdentityError::BadLink(e.to_string()))?,
+                );
             }
             decoded.push(out);
         }
-        let [authority, powerline]: [Vec<Delegation>; 2] =
-            decoded.try_into().map_err(|_| bad("it holds fewer than two chains"))?;
-        Ok(Self { authority, powerline })
+        let [authority, powerline]: [Vec<Delegation>; 2] = decoded
+            .try_into()
+            .map_err(|_| bad("it holds fewer than two chains"))?;
+        Ok(Self {
+            authority,
+            powerline,
+        })
     }
 }
 
@@ -230,8 +249,14 @@ impl DeviceIdentity {
             format!("{}\n", root_key.did()).as_bytes(),
             0o644,
         )?;
-        write_chain(&dir.identity_file(AUTHORITY), std::slice::from_ref(&authority))?;
-        write_chain(&dir.identity_file(POWERLINE), std::slice::from_ref(&powerline))?;
+        write_chain(
+            &dir.identity_file(AUTHORITY),
+            std::slice::from_ref(&authority),
+        )?;
+        write_chain(
+            &dir.identity_file(POWERLINE),
+            std::slice::from_ref(&powerline),
+        )?;
         write_new(
             &dir.identity_file(DEVICE_KEY),
             device.to_key_file_text().as_bytes(),
@@ -283,22 +308,23 @@ impl DeviceIdentity {
     /// chains by one link.
     pub fn link(&self, new_device: Did, now: UnixTime) -> Result<LinkBundle, IdentityError> {
         let everything = capability::command(capability::ALL);
-        let extend = |chain: &[Delegation], powerline: bool| -> Result<Vec<Delegation>, IdentityError> {
-            let (issuer, mut out) = match &self.root_key {
-                Some(root) => (root, Vec::new()),
-                None => (&self.device, chain.to_vec()),
+        let extend =
+            |chain: &[Delegation], powerline: bool| -> Result<Vec<Delegation>, IdentityError> {
+                let (issuer, mut out) = match &self.root_key {
+                    Some(root) => (root, Vec::new()),
+                    None => (&self.device, chain.to_vec()),
+                };
+                let builder = DelegationBuilder::new(issuer.did(), new_device, everything.clone())
+                    .nonce(random::bytes::<12>()?.to_vec())
+                    .not_before(Some(now));
+                let builder = if powerline {
+                    builder.powerline()
+                } else {
+                    builder.subject(self.root)
+                };
+                out.push(builder.sign(issuer)?);
+                Ok(out)
             };
-            let builder = DelegationBuilder::new(issuer.did(), new_device, everything.clone())
-                .nonce(random::bytes::<12>()?.to_vec())
-                .not_before(Some(now));
-            let builder = if powerline {
-                builder.powerline()
-            } else {
-                builder.subject(self.root)
-            };
-            out.push(builder.sign(issuer)?);
-            Ok(out)
-        };
         Ok(LinkBundle {
             authority: extend(&self.authority, false)?,
             powerline: extend(&self.powerline, true)?,
@@ -313,7 +339,9 @@ impl DeviceIdentity {
     ) -> Result<Self, IdentityError> {
         let device = Self::device_key(dir)?;
         if dir.identity_file(ROOT_DID).exists() {
-            return Err(IdentityError::BadLink("this device is already linked".into()));
+            return Err(IdentityError::BadLink(
+                "this device is already linked".into(),
+            ));
         }
         let bad = IdentityError::BadLink;
         let chain = membrane_protocol::ucan::Validator::new(now)
@@ -402,7 +430,11 @@ impl DeviceIdentity {
 
     /// The delegations this device holds, as a proof store for validation.
     pub fn delegations(&self) -> Vec<Delegation> {
-        self.authority.iter().chain(&self.powerline).cloned().collect()
+        self.authority
+            .iter()
+            .chain(&self.powerline)
+            .cloned()
+            .collect()
     }
 }
 
@@ -472,9 +504,14 @@ mod tests {
         );
         let laptop = DeviceIdentity::init(&laptop_dir, 100).unwrap();
         let phone_key = DeviceIdentity::init_joining(&phone_dir).unwrap();
-        assert!(matches!(DeviceIdentity::load(&phone_dir), Err(IdentityError::NotLinked(_))));
+        assert!(matches!(
+            DeviceIdentity::load(&phone_dir),
+            Err(IdentityError::NotLinked(_))
+        ));
         let code = laptop.link(phone_key.did(), 100).unwrap().to_text();
-        let phone = DeviceIdentity::accept_link(&phone_dir, &LinkBundle::from_text(&code).unwrap(), 101).unwrap();
+        let phone =
+            DeviceIdentity::accept_link(&phone_dir, &LinkBundle::from_text(&code).unwrap(), 101)
+                .unwrap();
         assert_eq!(phone.root, laptop.root);
         assert!(phone.root_key.is_none());
 

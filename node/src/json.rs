@@ -135,7 +135,12 @@ fn scalar(value: &Json) -> Option<ScalarValue> {
     })
 }
 
-fn put_in_map(tx: &mut Transaction<'_>, obj: &ObjId, key: &str, value: &Json) -> Result<(), PathError> {
+fn put_in_map(
+    tx: &mut Transaction<'_>,
+    obj: &ObjId,
+    key: &str,
+    value: &Json,
+) -> Result<(), PathError> {
     match value {
         Json::Array(items) => {
             let list = tx.put_object(obj, key, ObjType::List)?;
@@ -210,12 +215,24 @@ mod tests {
         set(&mut tx, "/a~1b/deep", &json!(3)).unwrap();
         tx.commit();
         assert_eq!(get(&doc, "/contacts/1/name").unwrap(), Some(json!("Ben")));
-        assert_eq!(get(&doc, "/contacts/0/phone").unwrap(), Some(json!("+41 1")));
+        assert_eq!(
+            get(&doc, "/contacts/0/phone").unwrap(),
+            Some(json!("+41 1"))
+        );
         assert_eq!(get(&doc, "/a~1b/deep").unwrap(), Some(json!(3)));
         assert_eq!(get(&doc, "/missing").unwrap(), None);
         let mut tx = doc.transaction();
-        assert!(matches!(set(&mut tx, "/contacts/9", &json!(1)), Err(PathError::BadIndex(_))));
-        assert!(matches!(set(&mut tx, "nope", &json!(1)), Err(PathError::NotAPointer(_))));
-        assert!(matches!(set(&mut tx, "/contacts/0/name/x", &json!(1)), Err(PathError::NotAContainer(_))));
+        assert!(matches!(
+            set(&mut tx, "/contacts/9", &json!(1)),
+            Err(PathError::BadIndex(_))
+        ));
+        assert!(matches!(
+            set(&mut tx, "nope", &json!(1)),
+            Err(PathError::NotAPointer(_))
+        ));
+        assert!(matches!(
+            set(&mut tx, "/contacts/0/name/x", &json!(1)),
+            Err(PathError::NotAContainer(_))
+        ));
     }
 }

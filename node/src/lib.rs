@@ -20,8 +20,8 @@ pub mod store;
 pub mod time;
 
 pub use config::Config;
-pub use libp2p::Multiaddr;
 pub use identity::{DataDir, DeviceIdentity, IdentityError, LinkBundle};
-pub use net::NetError;
-pub use node::{Node, NodeHandle, StartError};
+pub use libp2p::Multiaddr;
+pub use net::{NetError, Traffic};
+pub use node::{Node, NodeHandle, QueuedEdit, StartError};
 pub use repo::NodeError;

@@ -20,11 +20,43 @@ use libp2p::{
 };
 use membrane_protocol::{
     Did, SecretKey,
-    sync::{Role, SessionId, wire::{MAX_FRAME_SIZE, PROTOCOL}},
+    sync::{
+        Role, SessionId,
+        wire::{MAX_FRAME_SIZE, PROTOCOL},
+    },
 };
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+
+/// Bytes and frames on sync streams (length prefixes included), for status and
+/// benchmarks.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Frames written.
+    pub frames_sent: std::sync::atomic::AtomicU64,
+    /// Bytes written.
+    pub bytes_sent: std::sync::atomic::AtomicU64,
+    /// Frames read.
+    pub frames_received: std::sync::atomic::AtomicU64,
+    /// Bytes read.
+    pub bytes_received: std::sync::atomic::AtomicU64,
+    /// Sessions that finished reconciling (knew which documents differ).
+    pub reconciled: std::sync::atomic::AtomicU64,
+}
+
+impl Traffic {
+    /// `(frames sent, bytes sent, frames received, bytes received)`.
+    pub fn snapshot(&self) -> (u64, u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.frames_sent.load(Relaxed),
+            self.bytes_sent.load(Relaxed),
+            self.frames_received.load(Relaxed),
+            self.bytes_received.load(Relaxed),
+        )
+    }
+}
 
 /// Frames queued for one peer before the peer counts as too slow and is cut off.
 const WRITE_QUEUE: usize = 64;
@@ -32,19 +64,38 @@ const WRITE_QUEUE: usize = 64;
 /// What the network tells the repo.
 #[derive(Debug)]
 pub(crate) enum NetEvent {
-    Opened { session: SessionId, peer: Did, role: Role },
-    Frame { session: SessionId, frame: Vec<u8> },
-    Closed { session: SessionId, reason: String },
+    Opened {
+        session: SessionId,
+        peer: Did,
+        role: Role,
+    },
+    Frame {
+        session: SessionId,
+        frame: Vec<u8>,
+    },
+    Closed {
+        session: SessionId,
+        reason: String,
+    },
     Listening(Multiaddr),
-    PeerAddresses { peer: Did, addrs: Vec<Multiaddr> },
+    PeerAddresses {
+        peer: Did,
+        addrs: Vec<Multiaddr>,
+    },
 }
 
 /// What the repo asks of the network.
 #[derive(Debug)]
 pub(crate) enum NetCommand {
-    Send { session: SessionId, frame: Vec<u8> },
+    Send {
+        session: SessionId,
+        frame: Vec<u8>,
+    },
     /// Close a session; `disconnect` also drops the peer's connections.
-    Close { session: SessionId, disconnect: bool },
+    Close {
+        session: SessionId,
+        disconnect: bool,
+    },
     Dial(Multiaddr),
     Remember(Vec<Multiaddr>),
 }
@@ -83,9 +134,18 @@ struct SessionIo {
 }
 
 enum Internal {
-    Stream { peer: PeerId, stream: libp2p::Stream, role: Role },
-    OpenFailed { peer: PeerId },
-    ReaderDone { session: SessionId, reason: String },
+    Stream {
+        peer: PeerId,
+        stream: libp2p::Stream,
+        role: Role,
+    },
+    OpenFailed {
+        peer: PeerId,
+    },
+    ReaderDone {
+        session: SessionId,
+        reason: String,
+    },
 }
 
 pub(crate) struct NetActor {
@@ -104,6 +164,7 @@ pub(crate) struct NetActor {
     wanted: Vec<Multiaddr>,
     connected_addrs: HashMap<Multiaddr, PeerId>,
     redial_interval: Duration,
+    traffic: std::sync::Arc<Traffic>,
 }
 
 impl NetActor {
@@ -112,13 +173,18 @@ impl NetActor {
         config: &Config,
         events: mpsc::Sender<NetEvent>,
         commands: mpsc::Receiver<NetCommand>,
+        traffic: std::sync::Arc<Traffic>,
     ) -> Result<Self, NetError> {
         let build = |e: &dyn std::fmt::Display| NetError::Build(e.to_string());
         let mdns_on = config.mdns;
         let max = config.max_connections;
         let mut swarm = SwarmBuilder::with_existing_identity(key.to_libp2p_keypair())
             .with_tokio()
-            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
             .map_err(|e| build(&e))?
             .with_quic()
             .with_behaviour(|key| {
@@ -148,10 +214,12 @@ impl NetActor {
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
             .build();
         for addr in &config.listen {
-            swarm.listen_on(addr.clone()).map_err(|e| NetError::Listen {
-                addr: addr.clone(),
-                detail: e.to_string(),
-            })?;
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| NetError::Listen {
+                    addr: addr.clone(),
+                    detail: e.to_string(),
+                })?;
         }
         let control = swarm.behaviour().stream.new_control();
         let (internal_tx, internal) = mpsc::channel(256);
@@ -170,6 +238,7 @@ impl NetActor {
             wanted: config.peers.clone(),
             connected_addrs: HashMap::new(),
             redial_interval: config.redial_interval,
+            traffic,
         })
     }
 
@@ -218,13 +287,18 @@ impl NetActor {
     fn on_command(&mut self, command: NetCommand) {
         match command {
             NetCommand::Send { session, frame } => {
-                let Some(io) = self.sessions.get(&session) else { return };
+                let Some(io) = self.sessions.get(&session) else {
+                    return;
+                };
                 if io.writer.try_send(frame).is_err() {
                     tracing::warn!(?session, peer = %io.peer, "peer is not reading its frames; closing");
                     self.close(session, false);
                 }
             }
-            NetCommand::Close { session, disconnect } => self.close(session, disconnect),
+            NetCommand::Close {
+                session,
+                disconnect,
+            } => self.close(session, disconnect),
             NetCommand::Dial(addr) => {
                 if !self.wanted.contains(&addr) {
                     self.wanted.push(addr.clone());
@@ -281,9 +355,17 @@ impl NetActor {
             return;
         };
         if let Some(&existing) = self.by_peer.get(&peer) {
-            let opener_of_new = if role == Role::Initiator { self.me } else { peer };
+            let opener_of_new = if role == Role::Initiator {
+                self.me
+            } else {
+                peer
+            };
             let existing_role = self.sessions.get(&existing).map(|io| io.role);
-            let opener_of_existing = if existing_role == Some(Role::Initiator) { self.me } else { peer };
+            let opener_of_existing = if existing_role == Some(Role::Initiator) {
+                self.me
+            } else {
+                peer
+            };
             if opener_of_existing.to_bytes() <= opener_of_new.to_bytes() {
                 return; // keep the existing one; the new stream drops here
             }
@@ -300,21 +382,29 @@ impl NetActor {
         self.next_session += 1;
         let (writer, mut frames) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
         let (mut read_half, mut write_half) = stream.split();
+        let traffic = self.traffic.clone();
         tokio::spawn(async move {
+            use std::sync::atomic::Ordering::Relaxed;
             while let Some(frame) = frames.recv().await {
-                let Ok(len) = u32::try_from(frame.len()) else { break };
+                let Ok(len) = u32::try_from(frame.len()) else {
+                    break;
+                };
                 if write_half.write_all(&len.to_be_bytes()).await.is_err()
                     || write_half.write_all(&frame).await.is_err()
                     || write_half.flush().await.is_err()
                 {
                     break;
                 }
+                traffic.frames_sent.fetch_add(1, Relaxed);
+                traffic.bytes_sent.fetch_add(4 + u64::from(len), Relaxed);
             }
             let _ = write_half.close().await;
         });
         let events = self.events.clone();
         let internal = self.internal_tx.clone();
+        let traffic = self.traffic.clone();
         let reader = tokio::spawn(async move {
+            use std::sync::atomic::Ordering::Relaxed;
             let reason = loop {
                 let mut len = [0u8; 4];
                 if let Err(error) = read_half.read_exact(&mut len).await {
@@ -328,15 +418,38 @@ impl NetActor {
                 if let Err(error) = read_half.read_exact(&mut frame).await {
                     break format!("stream ended mid-frame: {error}");
                 }
-                if events.send(NetEvent::Frame { session, frame }).await.is_err() {
+                traffic.frames_received.fetch_add(1, Relaxed);
+                traffic.bytes_received.fetch_add(4 + len as u64, Relaxed);
+                if events
+                    .send(NetEvent::Frame { session, frame })
+                    .await
+                    .is_err()
+                {
                     break "node stopping".to_owned();
                 }
             };
-            let _ = internal.send(Internal::ReaderDone { session, reason }).await;
+            let _ = internal
+                .send(Internal::ReaderDone { session, reason })
+                .await;
         });
-        self.sessions.insert(session, SessionIo { peer, role, writer, reader });
+        self.sessions.insert(
+            session,
+            SessionIo {
+                peer,
+                role,
+                writer,
+                reader,
+            },
+        );
         self.by_peer.insert(peer, session);
-        let _ = self.events.send(NetEvent::Opened { session, peer: did, role }).await;
+        let _ = self
+            .events
+            .send(NetEvent::Opened {
+                session,
+                peer: did,
+                role,
+            })
+            .await;
     }
 
     fn open_stream(&mut self, peer: PeerId) {
@@ -346,8 +459,15 @@ impl NetActor {
         let mut control = self.control.clone();
         let internal = self.internal_tx.clone();
         tokio::spawn(async move {
-            let message = match control.open_stream(peer, StreamProtocol::new(PROTOCOL)).await {
-                Ok(stream) => Internal::Stream { peer, stream, role: Role::Initiator },
+            let message = match control
+                .open_stream(peer, StreamProtocol::new(PROTOCOL))
+                .await
+            {
+                Ok(stream) => Internal::Stream {
+                    peer,
+                    stream,
+                    role: Role::Initiator,
+                },
                 Err(error) => {
                     tracing::debug!(%peer, %error, "cannot open a sync stream");
                     Internal::OpenFailed { peer }
@@ -364,7 +484,9 @@ impl NetActor {
                 let address = address.with(Protocol::P2p(self.me));
                 let _ = self.events.send(NetEvent::Listening(address)).await;
             }
-            SwarmEvent::ConnectionEstablished { peer_id, endpoint, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id, endpoint, ..
+            } => {
                 tracing::debug!(peer = %peer_id, dialer = endpoint.is_dialer(), "connected");
                 if endpoint.is_dialer() {
                     let addr = endpoint.get_remote_address().clone();
@@ -373,12 +495,15 @@ impl NetActor {
                         .filter(|p| !matches!(p, Protocol::P2p(_)))
                         .collect();
                     self.connected_addrs.insert(bare, peer_id);
-                    self.connected_addrs.insert(addr.with(Protocol::P2p(peer_id)), peer_id);
+                    self.connected_addrs
+                        .insert(addr.with(Protocol::P2p(peer_id)), peer_id);
                     self.open_stream(peer_id);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
-                peer_id, info, ..
+                peer_id,
+                info,
+                ..
             })) => {
                 if let Ok(peer) = Did::from_peer_id(&peer_id) {
                     let addrs = info
@@ -386,7 +511,10 @@ impl NetActor {
                         .into_iter()
                         .map(|a| a.with(Protocol::P2p(peer_id)))
                         .collect();
-                    let _ = self.events.send(NetEvent::PeerAddresses { peer, addrs }).await;
+                    let _ = self
+                        .events
+                        .send(NetEvent::PeerAddresses { peer, addrs })
+                        .await;
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {

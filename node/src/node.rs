@@ -22,8 +22,10 @@ use crate::{
     config::Config,
     control,
     identity::{DataDir, DeviceIdentity, IdentityError},
-    net::{NetActor, NetCommand, NetError},
-    repo::{self, ChangeInfo, DocEvent, DocInfo, EditFn, NodeError, RepoActor, RepoCommand, Status},
+    net::{NetActor, NetCommand, NetError, Traffic},
+    repo::{
+        self, ChangeInfo, DocEvent, DocInfo, EditFn, NodeError, RepoActor, RepoCommand, Status,
+    },
     store::{OpenStoreError, StoreHandle},
 };
 
@@ -40,7 +42,9 @@ pub enum StartError {
     #[error(transparent)]
     Identity(#[from] IdentityError),
     /// Another daemon runs on this data dir.
-    #[error("another membrane daemon is already running on {0}; stop it first or use another --data-dir")]
+    #[error(
+        "another membrane daemon is already running on {0}; stop it first or use another --data-dir"
+    )]
     AlreadyRunning(String),
     /// The store did not open.
     #[error(transparent)]
@@ -74,12 +78,26 @@ pub struct NodeHandle {
     device: Did,
     root: Did,
     data_dir: DataDir,
+    traffic: Arc<Traffic>,
     running: Arc<Mutex<Option<Running>>>,
 }
 
 impl std::fmt::Debug for NodeHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeHandle").field("device", &self.device).finish()
+        f.debug_struct("NodeHandle")
+            .field("device", &self.device)
+            .finish()
+    }
+}
+
+/// A change queued with [`NodeHandle::edit_queued`].
+#[derive(Debug)]
+pub struct QueuedEdit(oneshot::Receiver<Result<Vec<String>, NodeError>>);
+
+impl QueuedEdit {
+    /// Waits until the change is durable; returns the document's heads after it.
+    pub async fn durable(self) -> Result<Vec<String>, NodeError> {
+        self.0.await.map_err(|_| NodeError::Stopped)?
     }
 }
 
@@ -128,7 +146,14 @@ impl Node {
         let (listen_tx, listen) = watch::channel(Vec::new());
         let (shutdown, shutdown_rx) = watch::channel(false);
 
-        let net = NetActor::new(&identity.device, &config, net_event_tx, net_commands)?;
+        let traffic = Arc::new(Traffic::default());
+        let net = NetActor::new(
+            &identity.device,
+            &config,
+            net_event_tx,
+            net_commands,
+            traffic.clone(),
+        )?;
         let repo = RepoActor {
             hub,
             store,
@@ -140,7 +165,7 @@ impl Node {
             root: identity.root,
             device: identity.device.did(),
             index: repo::index_id(&identity.root),
-            chunks_at_compaction: HashMap::new(),
+            compaction: HashMap::new(),
             chunks,
             compact_after: config.compact_after_chunks,
             sync_states: loaded.sync_states,
@@ -148,6 +173,7 @@ impl Node {
             sessions: HashMap::new(),
             quarantined: loaded.quarantined,
             listen_tx,
+            traffic: traffic.clone(),
         };
         let mut tasks = vec![
             tokio::spawn(net.run(shutdown_rx.clone())),
@@ -161,11 +187,16 @@ impl Node {
             device: identity.device.did(),
             root: identity.root,
             data_dir: dir.clone(),
+            traffic,
             running: Arc::new(Mutex::new(None)),
         };
         if config.control_socket {
             let listener = control::bind(&dir).map_err(|e| StartError::Other(e.to_string()))?;
-            tasks.push(tokio::spawn(control::serve(listener, handle.clone(), shutdown_rx)));
+            tasks.push(tokio::spawn(control::serve(
+                listener,
+                handle.clone(),
+                shutdown_rx,
+            )));
         }
         *handle.running.lock().expect("not poisoned") = Some(Running {
             shutdown,
@@ -198,9 +229,15 @@ fn lock_data_dir(dir: &DataDir) -> Result<File, StartError> {
 }
 
 impl NodeHandle {
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, NodeError>>) -> RepoCommand) -> Result<T, NodeError> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, NodeError>>) -> RepoCommand,
+    ) -> Result<T, NodeError> {
         let (reply, answer) = oneshot::channel();
-        self.commands.send(make(reply)).await.map_err(|_| NodeError::Stopped)?;
+        self.commands
+            .send(make(reply))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
         answer.await.map_err(|_| NodeError::Stopped)?
     }
 
@@ -214,6 +251,11 @@ impl NodeHandle {
         self.root
     }
 
+    /// Frames and bytes on sync streams since start.
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
+    }
+
     /// The data directory.
     pub fn data_dir(&self) -> &DataDir {
         &self.data_dir
@@ -221,26 +263,59 @@ impl NodeHandle {
 
     /// Creates a document (optionally named, optionally with JSON content); returns once it
     /// is durable.
-    pub async fn create_doc(&self, name: Option<String>, content: Option<Json>) -> Result<DocumentId, NodeError> {
-        self.ask(|reply| RepoCommand::Create { name, content, reply }).await
+    pub async fn create_doc(
+        &self,
+        name: Option<String>,
+        content: Option<Json>,
+    ) -> Result<DocumentId, NodeError> {
+        self.ask(|reply| RepoCommand::Create {
+            name,
+            content,
+            reply,
+        })
+        .await
     }
 
     /// The JSON at `path` (a JSON pointer; `/` or empty for the whole document). `doc` is
     /// an id or a name.
     pub async fn get(&self, doc: &str, path: &str) -> Result<Option<Json>, NodeError> {
         let (doc, path) = (doc.to_owned(), path.to_owned());
-        self.ask(|reply| RepoCommand::Get { doc, path, reply }).await
+        self.ask(|reply| RepoCommand::Get { doc, path, reply })
+            .await
     }
 
     /// Writes `value` at `path`; returns the new heads once the change is durable.
     pub async fn set(&self, doc: &str, path: &str, value: Json) -> Result<Vec<String>, NodeError> {
         let (doc, path) = (doc.to_owned(), path.to_owned());
-        self.ask(|reply| RepoCommand::Set { doc, path, value, reply }).await
+        self.ask(|reply| RepoCommand::Set {
+            doc,
+            path,
+            value,
+            reply,
+        })
+        .await
     }
 
     /// Runs an arbitrary change in one transaction; returns once it is durable.
     pub async fn edit(&self, doc: DocumentId, edit: EditFn) -> Result<Vec<String>, NodeError> {
-        self.ask(|reply| RepoCommand::Edit { doc, edit, reply }).await
+        self.ask(|reply| RepoCommand::Edit { doc, edit, reply })
+            .await
+    }
+
+    /// Queues a change without waiting for it: returns once the change is queued, with a
+    /// [`QueuedEdit`] that resolves when it is durable. Queued changes apply in order, and
+    /// the store commits those that arrive together in one transaction.
+    pub async fn edit_queued(
+        &self,
+        doc: DocumentId,
+        edit: EditFn,
+    ) -> Result<QueuedEdit, NodeError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(RepoCommand::Edit { doc, edit, reply })
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        Ok(QueuedEdit(answer))
     }
 
     /// Reads a document with a closure; `None` if it is not held.
@@ -283,7 +358,10 @@ impl NodeHandle {
 
     /// Dials an address now and keeps redialing it while disconnected.
     pub async fn dial(&self, addr: Multiaddr) -> Result<(), NodeError> {
-        self.net.send(NetCommand::Dial(addr)).await.map_err(|_| NodeError::Stopped)
+        self.net
+            .send(NetCommand::Dial(addr))
+            .await
+            .map_err(|_| NodeError::Stopped)
     }
 
     /// The addresses the node listens on (with `/p2p/<peer id>`), once it listens on at

@@ -130,20 +130,59 @@ pub struct DocStatus {
     pub syncing_with: Vec<String>,
 }
 
+/// Chunks smaller than this in total never trigger a compaction on their own.
+const MIN_COMPACTION_BYTES: u64 = 256 * 1024;
+
+/// When a document was last compacted.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Compaction {
+    chunks_at: u64,
+    bytes_since: u64,
+    snapshot_len: u64,
+}
+
 type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
 
 /// A change made by the embedding application, run inside a transaction.
-pub type EditFn = Box<dyn FnOnce(&mut automerge::transaction::Transaction<'_>) -> Result<(), String> + Send>;
+pub type EditFn =
+    Box<dyn FnOnce(&mut automerge::transaction::Transaction<'_>) -> Result<(), String> + Send>;
 
 pub(crate) enum RepoCommand {
-    Create { name: Option<String>, content: Option<Json>, reply: Reply<DocumentId> },
-    Get { doc: String, path: String, reply: Reply<Option<Json>> },
-    Set { doc: String, path: String, value: Json, reply: Reply<Vec<String>> },
-    Edit { doc: DocumentId, edit: EditFn, reply: Reply<Vec<String>> },
-    Read { doc: DocumentId, read: Box<dyn FnOnce(&Automerge) + Send> },
-    List { reply: Reply<Vec<DocInfo>> },
-    History { doc: String, reply: Reply<Vec<ChangeInfo>> },
-    Status { reply: Reply<Status> },
+    Create {
+        name: Option<String>,
+        content: Option<Json>,
+        reply: Reply<DocumentId>,
+    },
+    Get {
+        doc: String,
+        path: String,
+        reply: Reply<Option<Json>>,
+    },
+    Set {
+        doc: String,
+        path: String,
+        value: Json,
+        reply: Reply<Vec<String>>,
+    },
+    Edit {
+        doc: DocumentId,
+        edit: EditFn,
+        reply: Reply<Vec<String>>,
+    },
+    Read {
+        doc: DocumentId,
+        read: Box<dyn FnOnce(&Automerge) + Send>,
+    },
+    List {
+        reply: Reply<Vec<DocInfo>>,
+    },
+    History {
+        doc: String,
+        reply: Reply<Vec<ChangeInfo>>,
+    },
+    Status {
+        reply: Reply<Status>,
+    },
 }
 
 pub(crate) struct RepoActor {
@@ -158,13 +197,15 @@ pub(crate) struct RepoActor {
     pub(crate) device: Did,
     pub(crate) index: DocumentId,
     pub(crate) chunks: HashMap<DocumentId, u64>,
-    pub(crate) chunks_at_compaction: HashMap<DocumentId, u64>,
+    /// Per document: (chunk count at the last compaction, chunk bytes since, snapshot size).
+    pub(crate) compaction: HashMap<DocumentId, Compaction>,
     pub(crate) compact_after: u64,
     pub(crate) sync_states: HashMap<[u8; 32], Vec<(DocumentId, Vec<u8>)>>,
     pub(crate) listen: Vec<Multiaddr>,
     pub(crate) sessions: HashMap<SessionId, Did>,
     pub(crate) quarantined: Vec<(DocumentId, String)>,
     pub(crate) listen_tx: watch::Sender<Vec<Multiaddr>>,
+    pub(crate) traffic: std::sync::Arc<crate::net::Traffic>,
 }
 
 /// The id of a person's index document (document names and metadata), the same on all of
@@ -172,7 +213,7 @@ pub(crate) struct RepoActor {
 pub fn index_id(root: &Did) -> DocumentId {
     let digest = Sha256::new()
         .chain_update(b"membrane/index/v1")
-        .chain_update(root.public_key().as_bytes())
+        .chain_update(root.as_bytes())
         .finalize();
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
@@ -182,7 +223,7 @@ pub fn index_id(root: &Did) -> DocumentId {
 /// The actor id for this device's changes: its public key, then 4 random bytes so a restart
 /// never reuses a sequence number that a crash lost.
 pub(crate) fn actor_for(device: &Did) -> ActorId {
-    let mut bytes = device.public_key().as_bytes().to_vec();
+    let mut bytes = device.as_bytes().to_vec();
     bytes.extend(random::bytes::<4>().unwrap_or([0; 4]));
     ActorId::from(bytes)
 }
@@ -217,14 +258,24 @@ impl RepoActor {
 
     async fn on_net(&mut self, event: NetEvent) {
         match event {
-            NetEvent::Opened { session, peer, role } => {
+            NetEvent::Opened {
+                session,
+                peer,
+                role,
+            } => {
                 let persisted = self
                     .sync_states
-                    .get(peer.public_key().as_bytes())
+                    .get(peer.as_bytes())
                     .cloned()
                     .unwrap_or_default();
                 self.sessions.insert(session, peer);
-                self.hub_input(Input::Opened { session, peer, role, persisted }).await;
+                self.hub_input(Input::Opened {
+                    session,
+                    peer,
+                    role,
+                    persisted,
+                })
+                .await;
             }
             NetEvent::Frame { session, frame } => {
                 self.hub_input(Input::Received { session, frame }).await;
@@ -258,12 +309,22 @@ impl RepoActor {
                     let peer = self.sessions.remove(&session);
                     tracing::warn!(peer = ?peer.map(|p| p.to_string()), %reason, "closing session");
                     let disconnect = matches!(reason, CloseReason::Unauthorized(_));
-                    let _ = self.net.send(NetCommand::Close { session, disconnect }).await;
+                    let _ = self
+                        .net
+                        .send(NetCommand::Close {
+                            session,
+                            disconnect,
+                        })
+                        .await;
                 }
                 Effect::Authorized { peer, .. } => {
                     tracing::info!(peer = %peer, "device connected");
                     let now = time::now();
-                    let record = DeviceRecord { name: None, first_seen: now, last_seen: now };
+                    let record = DeviceRecord {
+                        name: None,
+                        first_seen: now,
+                        last_seen: now,
+                    };
                     let store = self.store.clone();
                     tokio::spawn(async move {
                         let first_seen = store
@@ -272,24 +333,39 @@ impl RepoActor {
                             .ok()
                             .and_then(|all| all.into_iter().find(|(d, _)| *d == peer.to_string()))
                             .map_or(now, |(_, r)| r.first_seen);
-                        let _ = store.put_device(&peer, DeviceRecord { first_seen, ..record }).await;
+                        let _ = store
+                            .put_device(
+                                &peer,
+                                DeviceRecord {
+                                    first_seen,
+                                    ..record
+                                },
+                            )
+                            .await;
                     });
                 }
                 Effect::Reconciled { session, differing } => {
                     tracing::debug!(?session, differing, "reconciled");
+                    self.traffic
+                        .reconciled
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 Effect::StoreChanges { doc, data } => {
+                    let len = data.len();
                     if let Ok(pending) = self.store.enqueue_append(doc, data).await {
                         watch_failure(pending, doc);
-                        self.after_append(doc).await;
+                        self.after_append(doc, len).await;
                     }
                 }
                 Effect::StoreSnapshot { doc, data } => {
-                    let meta = DocMeta { name: None, created: time::now() };
+                    let meta = DocMeta {
+                        name: None,
+                        created: time::now(),
+                    };
                     if let Ok(pending) = self.store.enqueue_create_doc(doc, meta, data).await {
                         watch_failure(pending, doc);
                         self.chunks.insert(doc, 0);
-                        self.chunks_at_compaction.insert(doc, 0);
+                        self.compaction.insert(doc, Compaction::default());
                     }
                 }
                 Effect::DocChanged { doc, heads } => {
@@ -300,7 +376,7 @@ impl RepoActor {
                     });
                 }
                 Effect::SaveSyncState { peer, doc, state } => {
-                    let entry = self.sync_states.entry(*peer.public_key().as_bytes()).or_default();
+                    let entry = self.sync_states.entry(*peer.as_bytes()).or_default();
                     entry.retain(|(d, _)| *d != doc);
                     entry.push((doc, state.clone()));
                     if let Ok(pending) = self.store.enqueue_sync_state(&peer, doc, state).await {
@@ -317,19 +393,30 @@ impl RepoActor {
         }
     }
 
-    /// Counts a chunk and compacts the document when enough have piled up.
-    async fn after_append(&mut self, doc: DocumentId) {
+    /// Counts a chunk and compacts the document when its chunks outweigh its snapshot (or
+    /// grow too many), so compaction costs stay proportional to the data written.
+    async fn after_append(&mut self, doc: DocumentId, chunk_len: usize) {
         let count = self.chunks.entry(doc).or_insert(0);
         *count += 1;
         let through = *count;
-        let since = through - self.chunks_at_compaction.get(&doc).copied().unwrap_or(0);
-        if since < self.compact_after {
+        let state = self.compaction.entry(doc).or_default();
+        state.bytes_since += chunk_len as u64;
+        let chunks_since = through - state.chunks_at;
+        let heavy = state.bytes_since > state.snapshot_len.max(MIN_COMPACTION_BYTES);
+        if !heavy && chunks_since < self.compact_after {
             return;
         }
-        let Some(snapshot) = self.hub.docs().get(&doc).map(Automerge::save) else { return };
+        let Some(snapshot) = self.hub.docs().get(&doc).map(Automerge::save) else {
+            return;
+        };
+        let snapshot_len = snapshot.len() as u64;
         if let Ok(pending) = self.store.enqueue_compact(doc, snapshot, through).await {
             watch_failure(pending, doc);
-            self.chunks_at_compaction.insert(doc, through);
+            *self.compaction.entry(doc).or_default() = Compaction {
+                chunks_at: through,
+                bytes_since: 0,
+                snapshot_len,
+            };
         }
     }
 
@@ -372,14 +459,23 @@ impl RepoActor {
             .hub
             .docs_mut()
             .update(&doc, |d| {
-                d.set_actor(actor);
+                // Setting the actor costs a lookup; do it only when it changes.
+                if d.get_actor() != &actor {
+                    d.set_actor(actor);
+                }
                 let before = d.get_heads();
                 let mut tx = d.transaction();
                 match edit(&mut tx) {
                     Ok(()) => {
                         tx.commit();
                         let after = d.get_heads();
-                        Ok((after != before).then(|| d.save_after(&before)))
+                        // One local change: its own bytes are a chunk `load_incremental`
+                        // takes, and far cheaper to get than `save_after`.
+                        Ok((after != before).then(|| {
+                            d.get_last_local_change()
+                                .map(|change| change.raw_bytes().to_vec())
+                                .unwrap_or_else(|| d.save_after(&before))
+                        }))
                     }
                     Err(error) => {
                         tx.rollback();
@@ -388,13 +484,20 @@ impl RepoActor {
                 }
             })
             .ok_or_else(|| NodeError::NoSuchDocument(doc.to_string()))?;
-        let Some(chunk) = outcome? else { return Ok(None) };
+        let Some(chunk) = outcome? else {
+            return Ok(None);
+        };
+        let len = chunk.len();
         let pending = self.store.enqueue_append(doc, chunk).await?;
-        self.after_append(doc).await;
+        self.after_append(doc, len).await;
         let effects = self.hub.handle(time::now(), Input::LocalChange { doc });
         self.carry_out(effects).await;
         if let Some(d) = self.hub.docs().get(&doc) {
-            let _ = self.events.send(DocEvent { doc: doc.to_string(), heads: heads_hex(d), by: "local".into() });
+            let _ = self.events.send(DocEvent {
+                doc: doc.to_string(),
+                heads: heads_hex(d),
+                by: "local".into(),
+            });
         }
         Ok(Some(pending))
     }
@@ -406,20 +509,34 @@ impl RepoActor {
         let doc = Automerge::new().with_actor(self.actor.clone());
         let pending = self
             .store
-            .enqueue_create_doc(self.index, DocMeta { name: None, created: time::now() }, doc.save())
+            .enqueue_create_doc(
+                self.index,
+                DocMeta {
+                    name: None,
+                    created: time::now(),
+                },
+                doc.save(),
+            )
             .await?;
         self.chunks.insert(self.index, 0);
         self.hub.docs_mut().insert(self.index, doc);
         Ok(Some(pending))
     }
 
-    async fn create(&mut self, name: Option<String>, content: Option<Json>) -> Result<(DocumentId, Vec<Pending>), NodeError> {
+    async fn create(
+        &mut self,
+        name: Option<String>,
+        content: Option<Json>,
+    ) -> Result<(DocumentId, Vec<Pending>), NodeError> {
         if let Some(content) = &content
             && !content.is_object()
         {
-            return Err(NodeError::Invalid("a document's content is a JSON object".into()));
+            return Err(NodeError::Invalid(
+                "a document's content is a JSON object".into(),
+            ));
         }
-        let id = DocumentId::from_bytes(random::bytes().map_err(|e| NodeError::Invalid(e.to_string()))?);
+        let id =
+            DocumentId::from_bytes(random::bytes().map_err(|e| NodeError::Invalid(e.to_string()))?);
         let mut doc = Automerge::new().with_actor(self.actor.clone());
         if let Some(content) = &content {
             let mut tx = doc.transaction();
@@ -430,7 +547,14 @@ impl RepoActor {
         let mut pending = Vec::new();
         pending.push(
             self.store
-                .enqueue_create_doc(id, DocMeta { name: name.clone(), created: now }, doc.save())
+                .enqueue_create_doc(
+                    id,
+                    DocMeta {
+                        name: name.clone(),
+                        created: now,
+                    },
+                    doc.save(),
+                )
                 .await?,
         );
         self.chunks.insert(id, 0);
@@ -442,7 +566,11 @@ impl RepoActor {
         let key = id.to_string();
         if let Some(p) = self
             .change(self.index, move |tx| {
-                json::set(tx, &format!("/{}", key.replace('~', "~0").replace('/', "~1")), &entry)?;
+                json::set(
+                    tx,
+                    &format!("/{}", key.replace('~', "~0").replace('/', "~1")),
+                    &entry,
+                )?;
                 Ok(())
             })
             .await?
@@ -456,7 +584,11 @@ impl RepoActor {
 
     async fn on_command(&mut self, command: RepoCommand) {
         match command {
-            RepoCommand::Create { name, content, reply } => match self.create(name, content).await {
+            RepoCommand::Create {
+                name,
+                content,
+                reply,
+            } => match self.create(name, content).await {
                 Ok((id, pending)) => {
                     tokio::spawn(async move {
                         for p in pending {
@@ -479,10 +611,17 @@ impl RepoActor {
                 });
                 let _ = reply.send(result);
             }
-            RepoCommand::Set { doc, path, value, reply } => {
+            RepoCommand::Set {
+                doc,
+                path,
+                value,
+                reply,
+            } => {
                 let result = match self.resolve(&doc) {
                     Ok(id) => self
-                        .change(id, |tx| json::set(tx, &path, &value).map_err(NodeError::from))
+                        .change(id, |tx| {
+                            json::set(tx, &path, &value).map_err(NodeError::from)
+                        })
                         .await
                         .map(|pending| (id, pending)),
                     Err(error) => Err(error),
@@ -584,8 +723,16 @@ impl RepoActor {
                 DocStatus {
                     id: id.to_string(),
                     name: self.name_of(id),
-                    in_sync_with: status.iter().filter(|s| s.in_sync).map(|s| s.peer.to_string()).collect(),
-                    syncing_with: status.iter().filter(|s| !s.in_sync).map(|s| s.peer.to_string()).collect(),
+                    in_sync_with: status
+                        .iter()
+                        .filter(|s| s.in_sync)
+                        .map(|s| s.peer.to_string())
+                        .collect(),
+                    syncing_with: status
+                        .iter()
+                        .filter(|s| !s.in_sync)
+                        .map(|s| s.peer.to_string())
+                        .collect(),
                 }
             })
             .collect();
@@ -596,7 +743,11 @@ impl RepoActor {
             peers: peers.iter().map(ToString::to_string).collect(),
             devices,
             documents,
-            quarantined: self.quarantined.iter().map(|(id, why)| (id.to_string(), why.clone())).collect(),
+            quarantined: self
+                .quarantined
+                .iter()
+                .map(|(id, why)| (id.to_string(), why.clone()))
+                .collect(),
         }
     }
 }
@@ -642,5 +793,6 @@ pub fn splice_root_text(
             .put_object(ROOT, key, automerge::ObjType::Text)
             .map_err(|e| e.to_string())?,
     };
-    tx.splice_text(&text, position, delete, insert).map_err(|e| e.to_string())
+    tx.splice_text(&text, position, delete, insert)
+        .map_err(|e| e.to_string())
 }

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
-use libp2p::{Multiaddr, StreamProtocol, Swarm, SwarmBuilder, noise, swarm::SwarmEvent, tcp, yamux};
+use libp2p::{
+    Multiaddr, StreamProtocol, Swarm, SwarmBuilder, noise, swarm::SwarmEvent, tcp, yamux,
+};
 use membrane_node::{Config, DataDir, DeviceIdentity, Node, NodeHandle, time};
 use membrane_protocol::{
     SecretKey,
@@ -32,7 +34,11 @@ impl Rogue {
     fn new(key: &SecretKey) -> Self {
         let swarm = SwarmBuilder::with_existing_identity(key.to_libp2p_keypair())
             .with_tokio()
-            .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+            .with_tcp(
+                tcp::Config::default(),
+                noise::Config::new,
+                yamux::Config::default,
+            )
             .unwrap()
             .with_behaviour(|_| libp2p_stream::Behaviour::new())
             .unwrap()
@@ -60,7 +66,10 @@ impl Rogue {
         });
         let mut stream = tokio::time::timeout(PATIENCE, async {
             loop {
-                match control.open_stream(peer, StreamProtocol::new(PROTOCOL)).await {
+                match control
+                    .open_stream(peer, StreamProtocol::new(PROTOCOL))
+                    .await
+                {
                     Ok(stream) => break stream,
                     Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                 }
@@ -88,7 +97,10 @@ fn framed(frame: &Frame) -> Vec<u8> {
 fn hello_with(chain: &[membrane_protocol::ucan::Delegation]) -> Frame {
     Frame::Hello {
         version: PROTOCOL_VERSION,
-        chain: chain.iter().map(|d| ByteBuf::from(d.as_bytes().to_vec())).collect(),
+        chain: chain
+            .iter()
+            .map(|d| ByteBuf::from(d.as_bytes().to_vec()))
+            .collect(),
     }
 }
 
@@ -99,7 +111,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -123,7 +138,10 @@ async fn hostile_peers_are_cut_off_with_nothing_while_devices_keep_syncing() {
     .unwrap();
     // A third device of Sarah's whose key the rogue uses: authorized, but misbehaving.
     let tablet_key = SecretKey::from_seed([77; 32]);
-    let tablet_chain = laptop_id.link(tablet_key.did(), time::now()).unwrap().authority;
+    let tablet_chain = laptop_id
+        .link(tablet_key.did(), time::now())
+        .unwrap()
+        .authority;
 
     let laptop = Node::start(config(&laptop_dir)).await.unwrap();
     let target = laptop.listen_addrs(2).await[0].clone();
@@ -135,7 +153,10 @@ async fn hostile_peers_are_cut_off_with_nothing_while_devices_keep_syncing() {
     let mut phone_config = config(&phone_dir);
     phone_config.peers = vec![target.clone()];
     let phone = Node::start(phone_config).await.unwrap();
-    eventually("the phone syncs", || has(&phone, &diary, "/entry", json!("secret"))).await;
+    eventually("the phone syncs", || {
+        has(&phone, &diary, "/entry", json!("secret"))
+    })
+    .await;
 
     // 1. A stranger with a perfectly formed Hello from another person's root.
     let stranger_root = SecretKey::from_seed([1; 32]);
@@ -150,19 +171,33 @@ async fn hostile_peers_are_cut_off_with_nothing_while_devices_keep_syncing() {
         .sign(&stranger_root)
         .unwrap(),
     ];
-    let received = Rogue::new(&stranger).exchange(&target, framed(&hello_with(&stranger_chain))).await;
-    assert!(received.is_empty(), "a stranger received {} bytes", received.len());
+    let received = Rogue::new(&stranger)
+        .exchange(&target, framed(&hello_with(&stranger_chain)))
+        .await;
+    assert!(
+        received.is_empty(),
+        "a stranger received {} bytes",
+        received.len()
+    );
 
     // 2. Someone presenting Sarah's tablet chain without holding the tablet's key: the
     //    connection's key does not match the chain's audience.
     let impostor = SecretKey::from_seed([3; 32]);
-    let received = Rogue::new(&impostor).exchange(&target, framed(&hello_with(&tablet_chain))).await;
-    assert!(received.is_empty(), "an impostor received {} bytes", received.len());
+    let received = Rogue::new(&impostor)
+        .exchange(&target, framed(&hello_with(&tablet_chain)))
+        .await;
+    assert!(
+        received.is_empty(),
+        "an impostor received {} bytes",
+        received.len()
+    );
 
     // 3. Garbage instead of a frame.
     let mut garbage = 9u32.to_be_bytes().to_vec();
     garbage.extend(b"\xffgarbage!");
-    let received = Rogue::new(&SecretKey::from_seed([4; 32])).exchange(&target, garbage).await;
+    let received = Rogue::new(&SecretKey::from_seed([4; 32]))
+        .exchange(&target, garbage)
+        .await;
     assert!(received.is_empty());
 
     // 4. An oversized frame announcement: cut off before any allocation.
@@ -173,7 +208,9 @@ async fn hostile_peers_are_cut_off_with_nothing_while_devices_keep_syncing() {
 
     // 5. Documents before Hello (out of order).
     let docs = Frame::Docs { items: vec![] };
-    let received = Rogue::new(&SecretKey::from_seed([6; 32])).exchange(&target, framed(&docs)).await;
+    let received = Rogue::new(&SecretKey::from_seed([6; 32]))
+        .exchange(&target, framed(&docs))
+        .await;
     assert!(received.is_empty());
 
     // 6. Sarah's real tablet key, a valid Hello, then a malformed Automerge message: it is
@@ -186,11 +223,20 @@ async fn hostile_peers_are_cut_off_with_nothing_while_devices_keep_syncing() {
         }],
     }));
     let received = Rogue::new(&tablet_key).exchange(&target, bytes).await;
-    assert!(!received.is_empty(), "an authorized device gets the Hello and Summary");
+    assert!(
+        !received.is_empty(),
+        "an authorized device gets the Hello and Summary"
+    );
 
     // Through all of it the phone keeps syncing.
-    laptop.set(&diary, "/after", json!("attacks")).await.unwrap();
-    eventually("the phone still syncs", || has(&phone, &diary, "/after", json!("attacks"))).await;
+    laptop
+        .set(&diary, "/after", json!("attacks"))
+        .await
+        .unwrap();
+    eventually("the phone still syncs", || {
+        has(&phone, &diary, "/after", json!("attacks"))
+    })
+    .await;
     let status = laptop.status().await.unwrap();
     assert_eq!(status.peers, vec![phone.device().to_string()]);
     phone.shutdown().await;

@@ -33,7 +33,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -70,13 +73,19 @@ async fn devices_converge_after_offline_edits_and_restarts() {
 
     // Offline: both edit the same document.
     phone.shutdown().await;
-    laptop.set(&calendar, "/tuesday", json!("dentist")).await.unwrap();
+    laptop
+        .set(&calendar, "/tuesday", json!("dentist"))
+        .await
+        .unwrap();
     let phone = {
         let mut offline = phone_config.clone();
         offline.peers.clear();
         Node::start(offline).await.unwrap()
     };
-    phone.set(&calendar, "/wednesday", json!("run")).await.unwrap();
+    phone
+        .set(&calendar, "/wednesday", json!("run"))
+        .await
+        .unwrap();
     phone.dial(laptop_addr.clone()).await.unwrap();
     for node in [&laptop, &phone] {
         eventually("both edits everywhere", || async {
@@ -96,7 +105,10 @@ async fn devices_converge_after_offline_edits_and_restarts() {
     // Restart: the laptop comes back with nothing but its data dir, edits made on the
     // phone meanwhile reach it without any manual step (it redials the phone).
     laptop.shutdown().await;
-    phone.set(&calendar, "/thursday", json!("yoga")).await.unwrap();
+    phone
+        .set(&calendar, "/thursday", json!("yoga"))
+        .await
+        .unwrap();
     let mut laptop_config = config(&laptop_dir);
     laptop_config.peers = phone.listen_addrs(2).await;
     let laptop = Node::start(laptop_config).await.unwrap();
@@ -116,7 +128,12 @@ async fn a_thousand_documents_reach_the_other_device() {
     let started = std::time::Instant::now();
     let mut created = Vec::new();
     for n in 0..1_000 {
-        created.push(laptop.create_doc(None, Some(json!({"n": n}))).await.unwrap());
+        created.push(
+            laptop
+                .create_doc(None, Some(json!({"n": n})))
+                .await
+                .unwrap(),
+        );
     }
     eprintln!("created 1,000 documents in {:?}", started.elapsed());
     let started = std::time::Instant::now();
@@ -133,7 +150,10 @@ async fn a_thousand_documents_reach_the_other_device() {
     }
     eventually("every document in sync", || async {
         let status = laptop.status().await.unwrap();
-        status.documents.iter().all(|d| d.in_sync_with == vec![phone.device().to_string()])
+        status
+            .documents
+            .iter()
+            .all(|d| d.in_sync_with == vec![phone.device().to_string()])
     })
     .await;
     laptop.shutdown().await;
@@ -148,7 +168,10 @@ async fn a_stranger_gets_no_documents_and_a_second_daemon_is_refused() {
     DeviceIdentity::init(&DataDir::new(&stranger_dir), time::now()).unwrap();
 
     let laptop = Node::start(config(&laptop_dir)).await.unwrap();
-    laptop.create_doc(Some("diary".into()), Some(json!({"secret": "x"}))).await.unwrap();
+    laptop
+        .create_doc(Some("diary".into()), Some(json!({"secret": "x"})))
+        .await
+        .unwrap();
     assert!(matches!(
         Node::start(config(&laptop_dir)).await,
         Err(membrane_node::StartError::AlreadyRunning(_))

@@ -41,23 +41,43 @@ pub enum DidError {
 
 /// A principal: an ed25519 `did:key`. Devices, persons' root identities, friends and
 /// vendors are all named this way.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Did(PublicKey);
+///
+/// It holds the 32 key bytes, so it is small, `Copy`, and compares and hashes by key.
+/// Parsing text with [`FromStr`] checks everything, including that the key is a point on
+/// the curve. DIDs inside tokens skip only that last check (see `parse_in_token`): decoding
+/// the point is the costliest part of reading a token, a key that is not a point can never
+/// produce a valid signature, and the issuer's key is decoded when its signature is
+/// checked.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Did([u8; 32]);
 
 impl Did {
-    /// The public key this DID names.
-    pub fn public_key(&self) -> &PublicKey {
+    /// The 32 key bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
 
+    /// The public key this DID names (fails only for a DID read from a token whose key is
+    /// not a curve point).
+    pub fn public_key(&self) -> Result<PublicKey, KeyError> {
+        PublicKey::from_bytes(&self.0)
+    }
+
     /// The libp2p PeerId of a device whose identity key this is.
-    pub fn to_peer_id(&self) -> PeerId {
-        self.0.to_peer_id()
+    pub fn to_peer_id(&self) -> Result<PeerId, KeyError> {
+        self.public_key().map(|key| key.to_peer_id())
     }
 
     /// The DID of the device behind a PeerId.
     pub fn from_peer_id(peer: &PeerId) -> Result<Self, KeyError> {
-        PublicKey::from_peer_id(peer).map(Self)
+        PublicKey::from_peer_id(peer).map(Self::from)
+    }
+
+    /// Parses a DID found in a token: every check of [`FromStr`] except decoding the curve
+    /// point.
+    pub(crate) fn parse_in_token(text: &str) -> Result<Self, DidError> {
+        let bytes = decode_key_bytes(text)?;
+        Ok(Self(bytes))
     }
 
     /// A short form for logs: the last 8 characters.
@@ -69,15 +89,35 @@ impl Did {
 
 impl From<PublicKey> for Did {
     fn from(key: PublicKey) -> Self {
-        Self(key)
+        Self(*key.as_bytes())
     }
+}
+
+/// Checks the text form and returns the 32 key bytes (not yet checked to be on the curve).
+fn decode_key_bytes(text: &str) -> Result<[u8; 32], DidError> {
+    if text.len() > MAX_DID_LEN {
+        return Err(DidError::TooLong(text.len()));
+    }
+    let id = text
+        .strip_prefix(DID_KEY_PREFIX)
+        .ok_or(DidError::NotDidKey)?;
+    match id.chars().next() {
+        Some('z') => {}
+        other => return Err(DidError::WrongMultibase(other)),
+    }
+    let (_, bytes) = multibase::decode(id).map_err(|_| DidError::BadBase58)?;
+    let key = bytes
+        .strip_prefix(&ED25519_PUB_MULTICODEC)
+        .ok_or(DidError::WrongMulticodec)?;
+    key.try_into()
+        .map_err(|_| DidError::BadKey(KeyError::WrongLength(key.len())))
 }
 
 impl fmt::Display for Did {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut bytes = Vec::with_capacity(34);
         bytes.extend_from_slice(&ED25519_PUB_MULTICODEC);
-        bytes.extend_from_slice(self.0.as_bytes());
+        bytes.extend_from_slice(&self.0);
         write!(
             f,
             "{DID_KEY_PREFIX}{}",
@@ -96,22 +136,9 @@ impl FromStr for Did {
     type Err = DidError;
 
     fn from_str(text: &str) -> Result<Self, DidError> {
-        if text.len() > MAX_DID_LEN {
-            return Err(DidError::TooLong(text.len()));
-        }
-        let id = text
-            .strip_prefix(DID_KEY_PREFIX)
-            .ok_or(DidError::NotDidKey)?;
-        let mut chars = id.chars();
-        match chars.next() {
-            Some('z') => {}
-            other => return Err(DidError::WrongMultibase(other)),
-        }
-        let (_, bytes) = multibase::decode(id).map_err(|_| DidError::BadBase58)?;
-        let key = bytes
-            .strip_prefix(&ED25519_PUB_MULTICODEC)
-            .ok_or(DidError::WrongMulticodec)?;
-        Ok(Self(PublicKey::from_bytes(key)?))
+        let bytes = decode_key_bytes(text)?;
+        PublicKey::from_bytes(&bytes)?;
+        Ok(Self(bytes))
     }
 }
 
@@ -180,7 +207,7 @@ mod tests {
     #[test]
     fn did_and_peer_id_convert_both_ways() {
         let did = crate::SecretKey::from_seed([6; 32]).did();
-        let peer = did.to_peer_id();
+        let peer = did.to_peer_id().unwrap();
         assert_eq!(Did::from_peer_id(&peer).unwrap(), did);
     }
 }

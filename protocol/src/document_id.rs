@@ -105,9 +105,15 @@ mod tests {
         let last = corrupted.len() - 1;
         corrupted[last] = if corrupted[last] == b'2' { b'3' } else { b'2' };
         let corrupted = String::from_utf8(corrupted).unwrap();
-        assert_eq!(corrupted.parse::<DocumentId>(), Err(DocumentIdError::BadEncoding));
+        assert_eq!(
+            corrupted.parse::<DocumentId>(),
+            Err(DocumentIdError::BadEncoding)
+        );
         let short = bs58::encode([1u8; 8]).with_check().into_string();
-        assert_eq!(short.parse::<DocumentId>(), Err(DocumentIdError::WrongLength(8)));
+        assert_eq!(
+            short.parse::<DocumentId>(),
+            Err(DocumentIdError::WrongLength(8))
+        );
     }
 
     #[test]

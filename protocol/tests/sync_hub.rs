@@ -78,20 +78,56 @@ fn connect(a: &mut Device, b: &mut Device) -> Wire {
     let (a_me, b_me) = (a.hub.me(), b.hub.me());
     let mut to_b: VecDeque<Vec<u8>> = VecDeque::new();
     let mut to_a: VecDeque<Vec<u8>> = VecDeque::new();
-    route(&mut wire, a.hub.handle(NOW, Input::Opened { session: sa, peer: b_me, role: Role::Initiator, persisted: vec![] }), &mut to_b, true);
-    route(&mut wire, b.hub.handle(NOW, Input::Opened { session: sb, peer: a_me, role: Role::Responder, persisted: vec![] }), &mut to_a, false);
+    route(
+        &mut wire,
+        a.hub.handle(
+            NOW,
+            Input::Opened {
+                session: sa,
+                peer: b_me,
+                role: Role::Initiator,
+                persisted: vec![],
+            },
+        ),
+        &mut to_b,
+        true,
+    );
+    route(
+        &mut wire,
+        b.hub.handle(
+            NOW,
+            Input::Opened {
+                session: sb,
+                peer: a_me,
+                role: Role::Responder,
+                persisted: vec![],
+            },
+        ),
+        &mut to_a,
+        false,
+    );
     while !to_a.is_empty() || !to_b.is_empty() {
         if !to_b.is_empty() {
             wire.legs += 1;
         }
         for frame in std::mem::take(&mut to_b) {
-            route(&mut wire, b.hub.handle(NOW, Input::Received { session: sb, frame }), &mut to_a, false);
+            route(
+                &mut wire,
+                b.hub.handle(NOW, Input::Received { session: sb, frame }),
+                &mut to_a,
+                false,
+            );
         }
         if !to_a.is_empty() {
             wire.legs += 1;
         }
         for frame in std::mem::take(&mut to_a) {
-            route(&mut wire, a.hub.handle(NOW, Input::Received { session: sa, frame }), &mut to_b, true);
+            route(
+                &mut wire,
+                a.hub.handle(NOW, Input::Received { session: sa, frame }),
+                &mut to_b,
+                true,
+            );
         }
     }
     wire
@@ -168,7 +204,10 @@ fn reconnect_with_many_documents_in_sync_is_cheap() {
     assert_eq!(phone.hub.docs().len(), 2_000);
 
     let again = connect(&mut laptop, &mut phone);
-    eprintln!("in-sync reconnect, 2,000 docs: {} bytes, {} frames, {} legs", again.bytes, again.frames, again.legs);
+    eprintln!(
+        "in-sync reconnect, 2,000 docs: {} bytes, {} frames, {} legs",
+        again.bytes, again.frames, again.legs
+    );
     assert!(again.bytes < 4_096, "{} bytes", again.bytes);
     assert!(again.legs <= 4, "{} legs", again.legs);
 
@@ -176,7 +215,10 @@ fn reconnect_with_many_documents_in_sync_is_cheap() {
         put(&mut phone, doc_id(n), "n", "changed");
     }
     let changed = connect(&mut laptop, &mut phone);
-    eprintln!("20 of 2,000 changed: {} bytes, {} frames, {} legs", changed.bytes, changed.frames, changed.legs);
+    eprintln!(
+        "20 of 2,000 changed: {} bytes, {} frames, {} legs",
+        changed.bytes, changed.frames, changed.legs
+    );
     assert!(changed.closes.is_empty());
     for n in (0..2_000).step_by(100) {
         assert_eq!(get(&laptop, doc_id(n), "n").as_deref(), Some("changed"));
@@ -190,13 +232,44 @@ fn malformed_and_out_of_order_frames_close_the_session() {
     let mut laptop = device(&root, 1);
     let peer = SecretKey::from_seed([2; 32]).did();
     let session = SessionId(7);
-    laptop.hub.handle(NOW, Input::Opened { session, peer, role: Role::Responder, persisted: vec![] });
-    let effects = laptop.hub.handle(NOW, Input::Received { session, frame: b"garbage".to_vec() });
-    assert!(matches!(&effects[..], [Effect::Close { .. }]), "{effects:?}");
+    laptop.hub.handle(
+        NOW,
+        Input::Opened {
+            session,
+            peer,
+            role: Role::Responder,
+            persisted: vec![],
+        },
+    );
+    let effects = laptop.hub.handle(
+        NOW,
+        Input::Received {
+            session,
+            frame: b"garbage".to_vec(),
+        },
+    );
+    assert!(
+        matches!(&effects[..], [Effect::Close { .. }]),
+        "{effects:?}"
+    );
 
-    laptop.hub.handle(NOW, Input::Opened { session, peer, role: Role::Responder, persisted: vec![] });
+    laptop.hub.handle(
+        NOW,
+        Input::Opened {
+            session,
+            peer,
+            role: Role::Responder,
+            persisted: vec![],
+        },
+    );
     let docs_first = Frame::Docs { items: vec![] }.encode();
-    let effects = laptop.hub.handle(NOW, Input::Received { session, frame: docs_first });
+    let effects = laptop.hub.handle(
+        NOW,
+        Input::Received {
+            session,
+            frame: docs_first,
+        },
+    );
     assert!(
         matches!(&effects[..], [Effect::Close { reason, .. }] if reason.to_string().contains("before Hello")),
         "{effects:?}"

@@ -41,7 +41,10 @@ fn did_key_vectors_map_seeds_to_dids() {
             None => decode_base64_loose(pair["publicKeyJwk"]["x"].as_str().unwrap()).unwrap(),
         };
         assert_eq!(&raw[..], key.public().as_bytes());
-        assert_eq!(Did::from_peer_id(&parsed.to_peer_id()).unwrap(), parsed);
+        assert_eq!(
+            Did::from_peer_id(&parsed.to_peer_id().unwrap()).unwrap(),
+            parsed
+        );
     }
 }
 

@@ -16,7 +16,7 @@ pub(crate) fn run(_args: Args, data_dir: Option<PathBuf>, out: &mut Output) -> a
     let identity = match DeviceIdentity::load(&dir) {
         Err(IdentityError::NotLinked(_)) => {
             let device = DeviceIdentity::device_key(&dir)?.did();
-            let data = json!({"root": null, "device": device.to_string(), "peer_id": device.to_peer_id().to_string(), "holds_root_key": false});
+            let data = json!({"root": null, "device": device.to_string(), "peer_id": device.to_peer_id()?.to_string(), "holds_root_key": false});
             return out.result("identity", &data, |w| {
                 writeln!(w, "root:    (not linked yet: run `membrane device link {device}` on one of your devices)")?;
                 writeln!(w, "device:  {device}")

@@ -24,7 +24,11 @@ pub(crate) fn run(args: Args, data_dir: Option<PathBuf>, out: &mut Output) -> an
         return out.result("init", &data, |w| {
             writeln!(w, "Created a device key in {}", dir.path().display())?;
             writeln!(w, "device: {}", device.did())?;
-            writeln!(w, "On one of your devices run: membrane device link {}", device.did())
+            writeln!(
+                w,
+                "On one of your devices run: membrane device link {}",
+                device.did()
+            )
         });
     }
     let identity = DeviceIdentity::init(&dir, time::now())?;

@@ -14,7 +14,11 @@ pub(crate) fn run(_args: Args, data_dir: Option<PathBuf>, out: &mut Output) -> a
     let dir = super::resolve_data_dir(data_dir)?;
     let status = Client::connect(&dir)?.call("status", json!({}))?;
     out.result("status", &status, |w| {
-        writeln!(w, "device: {}", status["device"].as_str().unwrap_or_default())?;
+        writeln!(
+            w,
+            "device: {}",
+            status["device"].as_str().unwrap_or_default()
+        )?;
         writeln!(w, "root:   {}", status["root"].as_str().unwrap_or_default())?;
         for addr in status["listen"].as_array().into_iter().flatten() {
             writeln!(w, "listening on {}", addr.as_str().unwrap_or_default())?;
@@ -30,7 +34,11 @@ pub(crate) fn run(_args: Args, data_dir: Option<PathBuf>, out: &mut Output) -> a
                 _ => format!("syncing with {syncing} device(s)"),
             };
             let name = doc["name"].as_str().unwrap_or("-");
-            writeln!(w, "{}  {name}  {state}", doc["id"].as_str().unwrap_or_default())?;
+            writeln!(
+                w,
+                "{}  {name}  {state}",
+                doc["id"].as_str().unwrap_or_default()
+            )?;
         }
         for entry in status["quarantined"].as_array().into_iter().flatten() {
             writeln!(w, "QUARANTINED {}: {}", entry[0], entry[1])?;

@@ -160,7 +160,10 @@ enum Command {
     Write(Write, oneshot::Sender<Result<u64, StoreError>>),
     Devices(oneshot::Sender<Result<Vec<(String, DeviceRecord)>, StoreError>>),
     Quarantined(oneshot::Sender<Result<Vec<(DocumentId, String)>, StoreError>>),
-    ReadDoc(DocumentId, oneshot::Sender<Result<Option<Automerge>, StoreError>>),
+    ReadDoc(
+        DocumentId,
+        oneshot::Sender<Result<Option<Automerge>, StoreError>>,
+    ),
 }
 
 /// A cloneable handle to the store thread.
@@ -220,7 +223,11 @@ impl StoreHandle {
             next_seq.insert(doc.id, doc.chunks);
         }
         let (commands, inbox) = mpsc::channel(QUEUE_DEPTH);
-        let mut actor = StoreActor { db, next_seq, inbox };
+        let mut actor = StoreActor {
+            db,
+            next_seq,
+            inbox,
+        };
         let thread = thread::Builder::new()
             .name("membrane-store".into())
             .spawn(move || actor.run())
@@ -255,7 +262,11 @@ impl StoreHandle {
     }
 
     /// Queues a chunk; see [`StoreHandle::append`].
-    pub async fn enqueue_append(&self, id: DocumentId, chunk: Vec<u8>) -> Result<Pending, StoreError> {
+    pub async fn enqueue_append(
+        &self,
+        id: DocumentId,
+        chunk: Vec<u8>,
+    ) -> Result<Pending, StoreError> {
         self.enqueue(Write::Append { id, chunk }).await
     }
 
@@ -266,7 +277,12 @@ impl StoreHandle {
         snapshot: Vec<u8>,
         through: u64,
     ) -> Result<Pending, StoreError> {
-        self.enqueue(Write::Compact { id, snapshot, through }).await
+        self.enqueue(Write::Compact {
+            id,
+            snapshot,
+            through,
+        })
+        .await
     }
 
     /// Queues a sync state; see [`StoreHandle::save_sync_state`].
@@ -276,7 +292,7 @@ impl StoreHandle {
         id: DocumentId,
         state: Vec<u8>,
     ) -> Result<Pending, StoreError> {
-        let peer = *peer.public_key().as_bytes();
+        let peer = *peer.as_bytes();
         self.enqueue(Write::SyncState { peer, id, state }).await
     }
 
@@ -287,7 +303,9 @@ impl StoreHandle {
         meta: DocMeta,
         snapshot: Vec<u8>,
     ) -> Result<(), StoreError> {
-        self.write(Write::CreateDoc { id, meta, snapshot }).await.map(drop)
+        self.write(Write::CreateDoc { id, meta, snapshot })
+            .await
+            .map(drop)
     }
 
     /// Appends an incremental chunk durably; returns how many chunks the document has now.
@@ -302,7 +320,13 @@ impl StoreHandle {
         snapshot: Vec<u8>,
         through: u64,
     ) -> Result<(), StoreError> {
-        self.write(Write::Compact { id, snapshot, through }).await.map(drop)
+        self.write(Write::Compact {
+            id,
+            snapshot,
+            through,
+        })
+        .await
+        .map(drop)
     }
 
     /// Persists the sync state with a peer.
@@ -312,8 +336,10 @@ impl StoreHandle {
         id: DocumentId,
         state: Vec<u8>,
     ) -> Result<(), StoreError> {
-        let peer = *peer.public_key().as_bytes();
-        self.write(Write::SyncState { peer, id, state }).await.map(drop)
+        let peer = *peer.as_bytes();
+        self.write(Write::SyncState { peer, id, state })
+            .await
+            .map(drop)
     }
 
     /// Records a device in the registry.
@@ -428,54 +454,114 @@ impl StoreActor {
     fn apply(&mut self, writes: &[Write]) -> Result<Vec<u64>, StoreError> {
         let mut txn = self.db.begin_write().map_err(db_error)?;
         txn.set_two_phase_commit(true);
-        txn.set_durability(Durability::Immediate).map_err(db_error)?;
+        txn.set_durability(Durability::Immediate)
+            .map_err(db_error)?;
         let mut results = Vec::with_capacity(writes.len());
         {
-            let mut docs = txn.open_table(DOCS).map_err(db_error)?;
-            let mut snapshots = txn.open_table(SNAPSHOTS).map_err(db_error)?;
-            let mut chunks = txn.open_table(CHUNKS).map_err(db_error)?;
-            let mut states = txn.open_table(SYNC_STATES).map_err(db_error)?;
-            let mut devices = txn.open_table(DEVICES).map_err(db_error)?;
-            let mut delegations = txn.open_table(DELEGATIONS).map_err(db_error)?;
+            // Open only the tables this group touches: opening costs a lookup each.
+            let needs = |pred: fn(&Write) -> bool| writes.iter().any(pred);
+            let docs_needed =
+                needs(|w| matches!(w, Write::CreateDoc { .. } | Write::Append { .. }));
+            let mut docs = docs_needed
+                .then(|| txn.open_table(DOCS))
+                .transpose()
+                .map_err(db_error)?;
+            let mut snapshots = needs(|w| {
+                matches!(
+                    w,
+                    Write::CreateDoc { .. } | Write::Append { .. } | Write::Compact { .. }
+                )
+            })
+            .then(|| txn.open_table(SNAPSHOTS))
+            .transpose()
+            .map_err(db_error)?;
+            let mut chunks = needs(|w| matches!(w, Write::Append { .. } | Write::Compact { .. }))
+                .then(|| txn.open_table(CHUNKS))
+                .transpose()
+                .map_err(db_error)?;
+            let mut states = needs(|w| matches!(w, Write::SyncState { .. }))
+                .then(|| txn.open_table(SYNC_STATES))
+                .transpose()
+                .map_err(db_error)?;
+            let mut devices = needs(|w| matches!(w, Write::Device { .. }))
+                .then(|| txn.open_table(DEVICES))
+                .transpose()
+                .map_err(db_error)?;
+            let mut delegations = needs(|w| matches!(w, Write::Delegation { .. }))
+                .then(|| txn.open_table(DELEGATIONS))
+                .transpose()
+                .map_err(db_error)?;
+            let opened = "the table was opened for this kind of write";
             for write in writes {
                 let result = match write {
                     Write::CreateDoc { id, meta, snapshot } => {
                         let meta = serde_json::to_vec(meta).map_err(db_error)?;
-                        docs.insert(id.as_bytes(), meta.as_slice()).map_err(db_error)?;
-                        snapshots.insert(id.as_bytes(), snapshot.as_slice()).map_err(db_error)?;
+                        let docs = docs.as_mut().expect(opened);
+                        docs.insert(id.as_bytes(), meta.as_slice())
+                            .map_err(db_error)?;
+                        let snapshots = snapshots.as_mut().expect(opened);
+                        snapshots
+                            .insert(id.as_bytes(), snapshot.as_slice())
+                            .map_err(db_error)?;
                         self.next_seq.insert(*id, 0);
                         0
                     }
                     Write::Append { id, chunk } => {
-                        if docs.get(id.as_bytes()).map_err(db_error)?.is_none() {
-                            // A chunk for a document first seen from a peer as changes.
+                        let docs = docs.as_mut().expect(opened);
+                        if !self.next_seq.contains_key(id)
+                            && docs.get(id.as_bytes()).map_err(db_error)?.is_none()
+                        {
+                            // A chunk for a document not stored yet.
                             let meta = serde_json::to_vec(&DocMeta::default()).map_err(db_error)?;
-                            docs.insert(id.as_bytes(), meta.as_slice()).map_err(db_error)?;
+                            docs.insert(id.as_bytes(), meta.as_slice())
+                                .map_err(db_error)?;
+                            let snapshots = snapshots.as_mut().expect(opened);
                             snapshots.insert(id.as_bytes(), &[][..]).map_err(db_error)?;
                         }
                         let seq = self.next_seq.entry(*id).or_insert(0);
-                        chunks.insert((id.as_bytes(), *seq), chunk.as_slice()).map_err(db_error)?;
+                        let chunks = chunks.as_mut().expect(opened);
+                        chunks
+                            .insert((id.as_bytes(), *seq), chunk.as_slice())
+                            .map_err(db_error)?;
                         *seq += 1;
                         *seq
                     }
-                    Write::Compact { id, snapshot, through } => {
-                        snapshots.insert(id.as_bytes(), snapshot.as_slice()).map_err(db_error)?;
+                    Write::Compact {
+                        id,
+                        snapshot,
+                        through,
+                    } => {
+                        let snapshots = snapshots.as_mut().expect(opened);
+                        snapshots
+                            .insert(id.as_bytes(), snapshot.as_slice())
+                            .map_err(db_error)?;
                         chunks
+                            .as_mut()
+                            .expect(opened)
                             .retain_in((id.as_bytes(), 0)..(id.as_bytes(), *through), |_, _| false)
                             .map_err(db_error)?;
                         0
                     }
                     Write::SyncState { peer, id, state } => {
-                        states.insert((peer, id.as_bytes()), state.as_slice()).map_err(db_error)?;
+                        let states = states.as_mut().expect(opened);
+                        states
+                            .insert((peer, id.as_bytes()), state.as_slice())
+                            .map_err(db_error)?;
                         0
                     }
                     Write::Device { did, record } => {
                         let record = serde_json::to_vec(record).map_err(db_error)?;
-                        devices.insert(did.as_str(), record.as_slice()).map_err(db_error)?;
+                        let devices = devices.as_mut().expect(opened);
+                        devices
+                            .insert(did.as_str(), record.as_slice())
+                            .map_err(db_error)?;
                         0
                     }
                     Write::Delegation { cid, token } => {
-                        delegations.insert(cid.as_slice(), token.as_slice()).map_err(db_error)?;
+                        let delegations = delegations.as_mut().expect(opened);
+                        delegations
+                            .insert(cid.as_slice(), token.as_slice())
+                            .map_err(db_error)?;
                         0
                     }
                 };
@@ -504,7 +590,10 @@ impl StoreActor {
         let mut out = Vec::new();
         for row in table.iter().map_err(db_error)? {
             let (id, reason) = row.map_err(db_error)?;
-            out.push((DocumentId::from_bytes(*id.value()), reason.value().to_owned()));
+            out.push((
+                DocumentId::from_bytes(*id.value()),
+                reason.value().to_owned(),
+            ));
         }
         Ok(out)
     }
@@ -657,9 +746,20 @@ mod tests {
         {
             let (store, loaded, thread) = StoreHandle::open(&path).unwrap();
             assert!(loaded.docs.is_empty());
-            store.create_doc(id, DocMeta { name: Some("notes".into()), created: 5 }, doc.save()).await.unwrap();
+            store
+                .create_doc(
+                    id,
+                    DocMeta {
+                        name: Some("notes".into()),
+                        created: 5,
+                    },
+                    doc.save(),
+                )
+                .await
+                .unwrap();
             let before = doc.get_heads();
-            doc.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "b", "2")).unwrap();
+            doc.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "b", "2"))
+                .unwrap();
             assert_eq!(store.append(id, doc.save_after(&before)).await.unwrap(), 1);
             drop(store);
             thread.join().unwrap();
@@ -684,18 +784,30 @@ mod tests {
         let temp = tempfile::tempdir().unwrap();
         let path = temp.path().join("store.redb");
         let (_store, _loaded, _thread) = StoreHandle::open(&path).unwrap();
-        assert!(matches!(StoreHandle::open(&path), Err(OpenStoreError::InUse(_))));
+        assert!(matches!(
+            StoreHandle::open(&path),
+            Err(OpenStoreError::InUse(_))
+        ));
     }
 
     #[tokio::test]
     async fn a_document_that_does_not_load_is_quarantined_and_the_rest_served() {
         let temp = tempfile::tempdir().unwrap();
         let path = temp.path().join("store.redb");
-        let (good, bad) = (DocumentId::from_bytes([1; 16]), DocumentId::from_bytes([2; 16]));
+        let (good, bad) = (
+            DocumentId::from_bytes([1; 16]),
+            DocumentId::from_bytes([2; 16]),
+        );
         {
             let (store, _, thread) = StoreHandle::open(&path).unwrap();
-            store.create_doc(good, DocMeta::default(), doc_with("k", "v").save()).await.unwrap();
-            store.create_doc(bad, DocMeta::default(), b"not automerge".to_vec()).await.unwrap();
+            store
+                .create_doc(good, DocMeta::default(), doc_with("k", "v").save())
+                .await
+                .unwrap();
+            store
+                .create_doc(bad, DocMeta::default(), b"not automerge".to_vec())
+                .await
+                .unwrap();
             drop(store);
             thread.join().unwrap();
         }

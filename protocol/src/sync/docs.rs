@@ -29,7 +29,9 @@ pub struct DocSet {
 
 impl std::fmt::Debug for DocSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DocSet").field("docs", &self.docs.len()).finish()
+        f.debug_struct("DocSet")
+            .field("docs", &self.docs.len())
+            .finish()
     }
 }
 
@@ -105,7 +107,11 @@ impl DocSet {
     }
 
     /// Changes a document and refreshes its digest. Returns `None` if it is not held.
-    pub fn update<R>(&mut self, id: &DocumentId, change: impl FnOnce(&mut Automerge) -> R) -> Option<R> {
+    pub fn update<R>(
+        &mut self,
+        id: &DocumentId,
+        change: impl FnOnce(&mut Automerge) -> R,
+    ) -> Option<R> {
         let held = self.docs.get_mut(id)?;
         let result = change(&mut held.doc);
         let heads = held.doc.get_heads();
@@ -190,7 +196,10 @@ mod tests {
 
     #[test]
     fn fingerprints_track_content_not_history_of_inserts() {
-        let (a, b) = (DocumentId::from_bytes([1; 16]), DocumentId::from_bytes([2; 16]));
+        let (a, b) = (
+            DocumentId::from_bytes([1; 16]),
+            DocumentId::from_bytes([2; 16]),
+        );
         let mut left = DocSet::new();
         let mut right = DocSet::new();
         let doc_a = doc_with("x");

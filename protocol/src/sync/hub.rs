@@ -201,7 +201,7 @@ struct Session {
 
 impl Session {
     fn drives(&self, me: &Did) -> bool {
-        me.public_key().as_bytes() < self.peer.public_key().as_bytes()
+        me.as_bytes() < self.peer.as_bytes()
     }
 }
 
@@ -380,7 +380,9 @@ impl SyncHub {
             .validate_delegation_chain(&chain)
             .map_err(|e: ValidationError| unauthorized(e.to_string()))?;
         if valid.subject() != Some(&self.config.root) {
-            return Err(unauthorized("the chain is not from this person's root".into()));
+            return Err(unauthorized(
+                "the chain is not from this person's root".into(),
+            ));
         }
         if valid.audience() != peer {
             return Err(unauthorized(
@@ -388,7 +390,9 @@ impl SyncHub {
             ));
         }
         if valid.command().as_str() != "/" {
-            return Err(unauthorized("the chain does not grant full device authority".into()));
+            return Err(unauthorized(
+                "the chain does not grant full device authority".into(),
+            ));
         }
         Ok(())
     }
@@ -464,7 +468,14 @@ impl SyncHub {
                 );
                 Ok(())
             }
-            (Phase::Reconciling, Frame::Entries { buckets, entries, reply }) => {
+            (
+                Phase::Reconciling,
+                Frame::Entries {
+                    buckets,
+                    entries,
+                    reply,
+                },
+            ) => {
                 if reply == session.drives(&self.config.me) {
                     return violation("unexpected Entries");
                 }
@@ -484,9 +495,10 @@ impl SyncHub {
                 self.finish_reconciling(id, &buckets, &entries, effects);
                 Ok(())
             }
-            (Phase::Live, Frame::Summary { .. } | Frame::Buckets { .. } | Frame::Entries { .. }) => {
-                violation("reconciliation frames after reconciling")
-            }
+            (
+                Phase::Live,
+                Frame::Summary { .. } | Frame::Buckets { .. } | Frame::Entries { .. },
+            ) => violation("reconciliation frames after reconciling"),
             (_, Frame::Docs { items }) => {
                 for item in items {
                     self.receive_doc(id, item, effects)?;
@@ -515,7 +527,8 @@ impl SyncHub {
             let in_differing_bucket = differing_buckets.contains(&DocSet::bucket(doc_id));
             let dirty = session.dirty.contains(doc_id);
             let their_digest = theirs.get(doc_id);
-            let same = !in_differing_bucket || their_digest == self.docs.short_digest(doc_id).as_ref();
+            let same =
+                !in_differing_bucket || their_digest == self.docs.short_digest(doc_id).as_ref();
             if same && !dirty {
                 let heads = self.docs.heads(doc_id).unwrap_or_default().to_vec();
                 session.states.insert(*doc_id, seeded_state(heads));
@@ -529,7 +542,9 @@ impl SyncHub {
                     doc: *doc_id,
                     data: ByteBuf::from(doc.save()),
                 });
-                session.states.insert(*doc_id, seeded_state(doc.get_heads()));
+                session
+                    .states
+                    .insert(*doc_id, seeded_state(doc.get_heads()));
             } else {
                 let state = session.states.entry(*doc_id).or_insert_with(|| {
                     session
@@ -570,7 +585,9 @@ impl SyncHub {
             DocMessage::Snapshot { data, .. } => {
                 if before.is_none() {
                     let loaded = catch_unwind(|| Automerge::load(&data))
-                        .map_err(|_| CloseReason::Malformed("a snapshot crashed the loader".into()))?
+                        .map_err(|_| {
+                            CloseReason::Malformed("a snapshot crashed the loader".into())
+                        })?
                         .map_err(|e| CloseReason::Malformed(format!("bad snapshot: {e}")))?;
                     let heads = loaded.get_heads();
                     self.docs.insert(doc_id, loaded);
@@ -582,7 +599,11 @@ impl SyncHub {
                         session.states.insert(doc_id, seeded_state(heads));
                     }
                 } else {
-                    self.apply(doc_id, |doc| doc.load_incremental(&data).map(|_| ()), effects)?;
+                    self.apply(
+                        doc_id,
+                        |doc| doc.load_incremental(&data).map(|_| ()),
+                        effects,
+                    )?;
                 }
             }
             DocMessage::Sync { message, .. } => {
@@ -624,19 +645,27 @@ impl SyncHub {
         let before = self.docs.heads(&doc_id).unwrap_or_default().to_vec();
         let outcome = self
             .docs
-            .update(&doc_id, |doc| catch_unwind(AssertUnwindSafe(|| change(doc))))
+            .update(&doc_id, |doc| {
+                catch_unwind(AssertUnwindSafe(|| change(doc)))
+            })
             .expect("the document is held");
         match outcome {
             Err(_) => {
                 effects.push(Effect::DocumentPoisoned { doc: doc_id });
-                Err(CloseReason::Malformed(format!("a message for {doc_id} crashed Automerge")))
+                Err(CloseReason::Malformed(format!(
+                    "a message for {doc_id} crashed Automerge"
+                )))
             }
             Ok(Err(error)) => Err(CloseReason::Malformed(format!("{doc_id}: {error}"))),
             Ok(Ok(())) => {
                 let doc = self.docs.get(&doc_id).expect("held");
                 let heads = doc.get_heads();
                 if heads != before {
-                    let data = if before.is_empty() { doc.save() } else { doc.save_after(&before) };
+                    let data = if before.is_empty() {
+                        doc.save()
+                    } else {
+                        doc.save_after(&before)
+                    };
                     effects.push(if before.is_empty() {
                         Effect::StoreSnapshot { doc: doc_id, data }
                     } else {
@@ -652,7 +681,9 @@ impl SyncHub {
     /// After receiving for `doc_id` on a session: answer if Automerge has more to say, or
     /// remember the common state once both sides agree.
     fn respond(&mut self, id: SessionId, doc_id: DocumentId, effects: &mut Vec<Effect>) {
-        let Some(doc) = self.docs.get(&doc_id) else { return };
+        let Some(doc) = self.docs.get(&doc_id) else {
+            return;
+        };
         let session = self.sessions.get_mut(&id).expect("present");
         let state = session.states.entry(doc_id).or_default();
         match doc.generate_sync_message(state) {
@@ -666,7 +697,11 @@ impl SyncHub {
                 let peer = session.peer;
                 self.queue(id, item);
                 if peer_in_sync {
-                    effects.push(Effect::SaveSyncState { peer, doc: doc_id, state: encoded });
+                    effects.push(Effect::SaveSyncState {
+                        peer,
+                        doc: doc_id,
+                        state: encoded,
+                    });
                 }
             }
             None => {
@@ -684,7 +719,9 @@ impl SyncHub {
     /// A document changed (locally, or from session `from`): bring every other live peer
     /// up to date, and mark it dirty for sessions still reconciling.
     fn changed(&mut self, doc_id: DocumentId, from: Option<SessionId>) {
-        let Some(doc) = self.docs.get(&doc_id) else { return };
+        let Some(doc) = self.docs.get(&doc_id) else {
+            return;
+        };
         let mut outgoing = Vec::new();
         for (id, session) in &mut self.sessions {
             if Some(*id) == from {
@@ -697,12 +734,13 @@ impl SyncHub {
                 }
                 Phase::Live => {
                     let item = match session.states.get_mut(&doc_id) {
-                        Some(state) => doc.generate_sync_message(state).map(|message| {
-                            DocMessage::Sync {
-                                doc: doc_id,
-                                message: ByteBuf::from(message.encode()),
-                            }
-                        }),
+                        Some(state) => {
+                            doc.generate_sync_message(state)
+                                .map(|message| DocMessage::Sync {
+                                    doc: doc_id,
+                                    message: ByteBuf::from(message.encode()),
+                                })
+                        }
                         None => {
                             // Unknown to this peer since reconciliation: a new document.
                             session.states.insert(doc_id, seeded_state(doc.get_heads()));

@@ -124,7 +124,8 @@ impl Frame {
         if bytes.len() > MAX_FRAME_SIZE {
             return Err(FrameError::TooLarge(bytes.len()));
         }
-        serde_ipld_dagcbor::from_slice(bytes).map_err(|error| FrameError::Malformed(error.to_string()))
+        serde_ipld_dagcbor::from_slice(bytes)
+            .map_err(|error| FrameError::Malformed(error.to_string()))
     }
 
     /// Packs document messages into as few `Docs` frames as fit under `limit` bytes each.
@@ -186,7 +187,10 @@ mod tests {
         for frame in frames {
             assert_eq!(Frame::decode(&frame.encode()), Ok(frame));
         }
-        assert!(matches!(Frame::decode(b"\xff\x00garbage"), Err(FrameError::Malformed(_))));
+        assert!(matches!(
+            Frame::decode(b"\xff\x00garbage"),
+            Err(FrameError::Malformed(_))
+        ));
         assert!(matches!(Frame::decode(&[]), Err(FrameError::Malformed(_))));
     }
 

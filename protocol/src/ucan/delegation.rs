@@ -128,8 +128,8 @@ impl Delegation {
 
     /// Checks the Ed25519 signature against the issuer's key.
     pub fn verify_signature(&self) -> Result<(), BadSignature> {
-        self.envelope
-            .verify_signature(self.payload.issuer.public_key())
+        let key = self.payload.issuer.public_key().map_err(|_| BadSignature)?;
+        self.envelope.verify_signature(&key)
     }
 }
 

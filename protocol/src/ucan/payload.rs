@@ -26,7 +26,9 @@ impl Fields {
 
     pub(crate) fn did(&mut self, field: &'static str) -> Result<Did, DecodeError> {
         match self.required(field)? {
-            Ipld::String(text) => text.parse().map_err(|e| DecodeError::bad_did(field, e)),
+            Ipld::String(text) => {
+                Did::parse_in_token(&text).map_err(|e| DecodeError::bad_did(field, e))
+            }
             _ => Err(DecodeError::bad_field(field, "expected a DID string")),
         }
     }
@@ -35,8 +37,7 @@ impl Fields {
     pub(crate) fn nullable_did(&mut self, field: &'static str) -> Result<Option<Did>, DecodeError> {
         match self.required(field)? {
             Ipld::Null => Ok(None),
-            Ipld::String(text) => text
-                .parse()
+            Ipld::String(text) => Did::parse_in_token(&text)
                 .map(Some)
                 .map_err(|e| DecodeError::bad_did(field, e)),
             _ => Err(DecodeError::bad_field(
@@ -49,8 +50,7 @@ impl Fields {
     pub(crate) fn optional_did(&mut self, field: &'static str) -> Result<Option<Did>, DecodeError> {
         match self.take(field) {
             None => Ok(None),
-            Some(Ipld::String(text)) => text
-                .parse()
+            Some(Ipld::String(text)) => Did::parse_in_token(&text)
                 .map(Some)
                 .map_err(|e| DecodeError::bad_did(field, e)),
             Some(_) => Err(DecodeError::bad_field(field, "expected a DID string")),

@@ -18,7 +18,8 @@ pub(crate) fn run(args: Args, data_dir: Option<PathBuf>, out: &mut Output) -> an
     let dir = super::super::resolve_data_dir(data_dir)?;
     let bundle = LinkBundle::from_text(&args.code)?;
     let identity = DeviceIdentity::accept_link(&dir, &bundle, time::now())?;
-    let data = json!({"root": identity.root.to_string(), "device": identity.device.did().to_string()});
+    let data =
+        json!({"root": identity.root.to_string(), "device": identity.device.did().to_string()});
     out.result("linked", &data, |w| {
         writeln!(w, "this device now belongs to {}", identity.root)
     })

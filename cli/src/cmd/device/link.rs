@@ -19,7 +19,9 @@ pub(crate) fn run(args: Args, data_dir: Option<PathBuf>, out: &mut Output) -> an
     let dir = super::super::resolve_data_dir(data_dir)?;
     let identity = DeviceIdentity::load(&dir)?;
     let code = identity.link(args.device, time::now())?.to_text();
-    out.result("link", &json!({"device": args.device.to_string(), "code": code}), |w| {
-        writeln!(w, "{code}")
-    })
+    out.result(
+        "link",
+        &json!({"device": args.device.to_string(), "code": code}),
+        |w| writeln!(w, "{code}"),
+    )
 }

@@ -22,7 +22,11 @@ pub(crate) enum Command {
     Accept(accept::Args),
 }
 
-pub(crate) fn run(command: Command, data_dir: Option<PathBuf>, out: &mut Output) -> anyhow::Result<()> {
+pub(crate) fn run(
+    command: Command,
+    data_dir: Option<PathBuf>,
+    out: &mut Output,
+) -> anyhow::Result<()> {
     match command {
         Command::Link(args) => link::run(args, data_dir, out),
         Command::Accept(args) => accept::run(args, data_dir, out),

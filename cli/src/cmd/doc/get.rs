@@ -17,6 +17,10 @@ pub(crate) fn run(args: Args, client: &mut Client, out: &mut Output) -> anyhow::
     let path = args.path.unwrap_or_else(|| "/".to_owned());
     let value = client.call("doc.get", json!({"doc": args.doc, "path": path}))?;
     out.result("value", &value, |w| {
-        writeln!(w, "{}", serde_json::to_string_pretty(&value).unwrap_or_default())
+        writeln!(
+            w,
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        )
     })
 }

@@ -41,7 +41,11 @@ pub(crate) enum Command {
     History(history::Args),
 }
 
-pub(crate) fn run(command: Command, data_dir: Option<PathBuf>, out: &mut Output) -> anyhow::Result<()> {
+pub(crate) fn run(
+    command: Command,
+    data_dir: Option<PathBuf>,
+    out: &mut Output,
+) -> anyhow::Result<()> {
     let dir = super::resolve_data_dir(data_dir)?;
     let mut client = Client::connect(&dir)?;
     match command {

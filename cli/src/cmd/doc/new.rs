@@ -26,14 +26,21 @@ pub(crate) fn run(args: Args, client: &mut Client, out: &mut Output) -> anyhow::
             let text = if path.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin())?
             } else {
-                std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?
             };
-            let value: serde_json::Value =
-                serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-            anyhow::ensure!(value.is_object(), "{}: a document's content is a JSON object", path.display());
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", path.display()))?;
+            anyhow::ensure!(
+                value.is_object(),
+                "{}: a document's content is a JSON object",
+                path.display()
+            );
             Some(value)
         }
     };
     let created = client.call("doc.new", json!({"name": args.name, "content": content}))?;
-    out.result("document", &created, |w| writeln!(w, "{}", created["id"].as_str().unwrap_or_default()))
+    out.result("document", &created, |w| {
+        writeln!(w, "{}", created["id"].as_str().unwrap_or_default())
+    })
 }

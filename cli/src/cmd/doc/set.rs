@@ -17,6 +17,9 @@ pub(crate) struct Args {
 
 pub(crate) fn run(args: Args, client: &mut Client, out: &mut Output) -> anyhow::Result<()> {
     let value: Value = serde_json::from_str(&args.value).unwrap_or(Value::String(args.value));
-    let done = client.call("doc.set", json!({"doc": args.doc, "path": args.path, "value": value}))?;
+    let done = client.call(
+        "doc.set",
+        json!({"doc": args.doc, "path": args.path, "value": value}),
+    )?;
     out.result("set", &done, |w| writeln!(w, "saved"))
 }

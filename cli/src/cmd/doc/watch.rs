@@ -14,7 +14,11 @@ pub(crate) struct Args {
 pub(crate) fn run(args: Args, client: &mut Client, out: &mut Output) -> anyhow::Result<()> {
     let started = client.start("doc.watch", json!({"doc": args.doc}))?;
     out.result("watching", &started, |w| {
-        writeln!(w, "watching {} (Ctrl-C to stop)", started["watching"].as_str().unwrap_or_default())
+        writeln!(
+            w,
+            "watching {} (Ctrl-C to stop)",
+            started["watching"].as_str().unwrap_or_default()
+        )
     })?;
     loop {
         let line = client.read()?;
