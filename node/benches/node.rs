@@ -303,7 +303,7 @@ async fn main() {
             .is_some()
     })
     .await;
-    wait_until(|| async { phone.list().await.map(|l| l.len()).unwrap_or(0) >= count + 1 }).await;
+    wait_until(|| async { phone.list().await.map(|l| l.len()).unwrap_or(0) > count }).await;
     phone.shutdown().await;
 
     let before = laptop.traffic().snapshot();

@@ -121,6 +121,13 @@ impl Node {
             tracing::error!(%doc, %reason, "quarantined document (not served; other devices can restore it)");
         }
 
+        // Keep this device's delegations in the store too, next to those peers present.
+        for delegation in identity.delegations() {
+            let _ = store
+                .put_delegation(delegation.cid().to_bytes(), delegation.as_bytes().to_vec())
+                .await;
+        }
+
         let mut docs = DocSet::new();
         let mut chunks = HashMap::new();
         let actor = repo::actor_for(&identity.device.did());
@@ -369,8 +376,7 @@ impl NodeHandle {
     pub async fn listen_addrs(&self, count: usize) -> Vec<Multiaddr> {
         let mut listen = self.listen.clone();
         let _ = listen.wait_for(|addrs| addrs.len() >= count).await;
-        let addrs = listen.borrow().clone();
-        addrs
+        listen.borrow().clone()
     }
 
     /// Stops the node: network and repo actors end, queued writes are committed, the store

@@ -645,15 +645,20 @@ fn assemble(
     } else {
         catch_load(|| Automerge::load(snapshot)).map_err(|e| format!("snapshot: {e}"))?
     };
+    // All chunks go to Automerge in one call: applying them one by one re-validates the
+    // whole document each time, which made opening quadratic in the number of chunks.
     let mut count = 0;
+    let mut joined = Vec::new();
     let range = chunks
         .range((id.as_bytes(), 0)..=(id.as_bytes(), u64::MAX))
         .map_err(|e| e.to_string())?;
     for row in range {
         let (key, chunk) = row.map_err(|e| e.to_string())?;
-        catch_load(|| doc.load_incremental(chunk.value()))
-            .map_err(|e| format!("chunk {}: {e}", key.value().1))?;
+        joined.extend_from_slice(chunk.value());
         count = key.value().1 + 1;
+    }
+    if !joined.is_empty() {
+        catch_load(|| doc.load_incremental(&joined)).map_err(|e| format!("chunks: {e}"))?;
     }
     Ok((doc, count))
 }
@@ -777,6 +782,36 @@ mod tests {
         assert_eq!(loaded.docs[0].chunks, 0);
         let value = loaded.docs[0].doc.get(ROOT, "b").unwrap().unwrap().0;
         assert_eq!(value.into_string().unwrap(), "2");
+    }
+
+    #[tokio::test]
+    async fn thousands_of_chunks_reopen_in_order() {
+        let temp = tempfile::tempdir().unwrap();
+        let path = temp.path().join("store.redb");
+        let id = DocumentId::from_bytes([4; 16]);
+        let mut doc = Automerge::new();
+        {
+            let (store, _, thread) = StoreHandle::open(&path).unwrap();
+            store
+                .create_doc(id, DocMeta::default(), doc.save())
+                .await
+                .unwrap();
+            let mut pending = Vec::new();
+            for i in 0..3_000_i64 {
+                doc.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "k", i))
+                    .unwrap();
+                let chunk = doc.get_last_local_change().unwrap().raw_bytes().to_vec();
+                pending.push(store.enqueue_append(id, chunk).await.unwrap());
+            }
+            for p in pending {
+                p.durable().await.unwrap();
+            }
+            drop(store);
+            thread.join().unwrap();
+        }
+        let (_store, loaded, _thread) = StoreHandle::open(&path).unwrap();
+        assert_eq!(loaded.docs[0].chunks, 3_000);
+        assert_eq!(loaded.docs[0].doc.get_heads(), doc.get_heads());
     }
 
     #[tokio::test]
