@@ -13,9 +13,12 @@
 //! followed by `?`. A missing map key selects `null`; anything else that cannot be
 //! resolved makes the selector fail.
 //!
-//! Evaluation is three-valued: true, false, or *unresolved* (a selector failed). Unresolved
-//! never counts as true, and a `not` of it stays unresolved, so a missing field can never
-//! be turned into permission by negation. A policy holds only if every statement is true.
+//! Evaluation is three-valued (Kleene logic): true, false, or *unresolved* (a selector
+//! failed). Unresolved never counts as true and a `not` of it stays unresolved, so a
+//! statement whose outcome depends on a field that cannot be resolved never holds, not
+//! even under negation. (`and` is false as soon as one part is false and `or` true as soon
+//! as one part is true, whatever the unresolved parts would have been.) A policy holds only
+//! if every statement is true.
 
 use std::{cmp::Ordering, fmt};
 
