@@ -14,6 +14,7 @@ pub mod identity;
 pub mod json;
 mod net;
 mod node;
+pub mod pairing;
 pub mod random;
 pub mod repo;
 pub mod store;

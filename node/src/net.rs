@@ -242,6 +242,11 @@ impl NetActor {
         })
     }
 
+    /// A handle for opening and accepting other stream protocols (pairing).
+    pub(crate) fn control(&self) -> libp2p_stream::Control {
+        self.control.clone()
+    }
+
     pub(crate) async fn run(mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut incoming = match self.control.accept(StreamProtocol::new(PROTOCOL)) {
             Ok(incoming) => incoming,

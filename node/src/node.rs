@@ -18,11 +18,14 @@ use tokio::{
     task::JoinHandle,
 };
 
+use membrane_protocol::pairing::{Invitation, PairingTicket};
+
 use crate::{
     config::Config,
     control,
     identity::{DataDir, DeviceIdentity, IdentityError},
     net::{NetActor, NetCommand, NetError, Traffic},
+    pairing::{InviteEvent, Pairing},
     repo::{
         self, ChangeInfo, DocEvent, DocInfo, EditFn, NodeError, RepoActor, RepoCommand, Status,
     },
@@ -79,6 +82,7 @@ pub struct NodeHandle {
     root: Did,
     data_dir: DataDir,
     traffic: Arc<Traffic>,
+    pairing: Pairing,
     running: Arc<Mutex<Option<Running>>>,
 }
 
@@ -182,6 +186,13 @@ impl Node {
             listen_tx,
             traffic: traffic.clone(),
         };
+        let pairing = Pairing::default();
+        let (joined_tx, mut joined) = mpsc::channel(16);
+        let pairing_task = tokio::spawn(pairing.clone().serve(
+            net.control(),
+            Arc::new(identity.clone()),
+            joined_tx,
+        ));
         let mut tasks = vec![
             tokio::spawn(net.run(shutdown_rx.clone())),
             tokio::spawn(repo.run(shutdown_rx.clone())),
@@ -195,8 +206,23 @@ impl Node {
             root: identity.root,
             data_dir: dir.clone(),
             traffic,
+            pairing,
             running: Arc::new(Mutex::new(None)),
         };
+        // Record devices that join through this node in the replicated registry.
+        let recorder = handle.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some((device, name)) = joined.recv().await {
+                if let Err(error) = recorder.record_device(device, name).await {
+                    tracing::error!(%error, "could not record the new device");
+                }
+            }
+        }));
+        let mut stopping = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = stopping.changed().await;
+            pairing_task.abort();
+        }));
         if config.control_socket {
             let listener = control::bind(&dir).map_err(|e| StartError::Other(e.to_string()))?;
             tasks.push(tokio::spawn(control::serve(
@@ -256,6 +282,43 @@ impl NodeHandle {
     /// The person's root DID.
     pub fn root(&self) -> Did {
         self.root
+    }
+
+    /// Opens an invitation for a new device, valid for `ttl_secs`; replaces any open one.
+    /// Returns the ticket (for the QR code) and the invitation's events.
+    pub async fn invite(
+        &self,
+        ttl_secs: u64,
+    ) -> Result<(PairingTicket, mpsc::Receiver<InviteEvent>), NodeError> {
+        let addrs = self.listen_addrs(1).await;
+        let secret = crate::random::bytes::<16>().map_err(|e| NodeError::Invalid(e.to_string()))?;
+        let ticket = PairingTicket {
+            inviter: self.device,
+            root: self.root,
+            addrs: addrs
+                .iter()
+                .map(|addr| {
+                    addr.iter()
+                        .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+                        .collect::<Multiaddr>()
+                        .to_vec()
+                })
+                .collect(),
+            secret,
+            expires: crate::time::now() + ttl_secs,
+        };
+        let events = self.pairing.open(Invitation::new(ticket.clone()));
+        Ok((ticket, events))
+    }
+
+    /// Adds a device to the person's replicated registry.
+    pub async fn record_device(&self, device: Did, name: Option<String>) -> Result<(), NodeError> {
+        self.ask(|reply| RepoCommand::RecordDevice {
+            device,
+            name,
+            reply,
+        })
+        .await
     }
 
     /// Frames and bytes on sync streams since start.

@@ -130,6 +130,9 @@ pub struct DocStatus {
     pub syncing_with: Vec<String>,
 }
 
+/// Most queued changes to one document applied and persisted together.
+const MAX_EDIT_BATCH: usize = 1024;
+
 /// Chunks smaller than this in total never trigger a compaction on their own.
 const MIN_COMPACTION_BYTES: u64 = 256 * 1024;
 
@@ -172,6 +175,11 @@ pub(crate) enum RepoCommand {
     Read {
         doc: DocumentId,
         read: Box<dyn FnOnce(&Automerge) + Send>,
+    },
+    RecordDevice {
+        device: Did,
+        name: Option<String>,
+        reply: Reply<()>,
     },
     List {
         reply: Reply<Vec<DocInfo>>,
@@ -244,6 +252,28 @@ impl RepoActor {
                 _ = shutdown.changed() => break,
                 Some(event) = self.net_events.recv() => self.on_net(event).await,
                 command = self.commands.recv() => match command {
+                    Some(RepoCommand::Edit { doc, edit, reply }) => {
+                        let mut batch = vec![(edit, reply)];
+                        let mut next = None;
+                        // Changes queued back to back for one document share one chunk:
+                        // exporting changes walks the document, so one walk per batch.
+                        while batch.len() < MAX_EDIT_BATCH {
+                            match self.commands.try_recv() {
+                                Ok(RepoCommand::Edit { doc: same, edit, reply }) if same == doc => {
+                                    batch.push((edit, reply));
+                                }
+                                Ok(other) => {
+                                    next = Some(other);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        self.edit_batch(doc, batch).await;
+                        if let Some(command) = next {
+                            self.on_command(command).await;
+                        }
+                    }
                     Some(command) => self.on_command(command).await,
                     None => break,
                 },
@@ -502,6 +532,82 @@ impl RepoActor {
         Ok(Some(pending))
     }
 
+    /// Applies queued changes to one document, each in its own transaction, persists them
+    /// as one chunk, and answers each caller once that chunk is durable.
+    async fn edit_batch(&mut self, doc: DocumentId, batch: Vec<(EditFn, Reply<Vec<String>>)>) {
+        let actor = self.actor.clone();
+        let Some(before) = self.hub.docs().heads(&doc).map(<[_]>::to_vec) else {
+            for (_, reply) in batch {
+                let _ = reply.send(Err(NodeError::NoSuchDocument(doc.to_string())));
+            }
+            return;
+        };
+        let mut answers = Vec::with_capacity(batch.len());
+        let chunk = self
+            .hub
+            .docs_mut()
+            .update(&doc, |d| {
+                if d.get_actor() != &actor {
+                    d.set_actor(actor);
+                }
+                for (edit, reply) in batch {
+                    let mut tx = d.transaction();
+                    match edit(&mut tx) {
+                        Ok(()) => {
+                            tx.commit();
+                            answers.push((reply, Ok(heads_hex(d))));
+                        }
+                        Err(error) => {
+                            tx.rollback();
+                            answers.push((reply, Err(NodeError::Invalid(error))));
+                        }
+                    }
+                }
+                (d.get_heads() != before).then(|| d.save_after(&before))
+            })
+            .flatten();
+        let pending = match chunk {
+            Some(chunk) => {
+                let len = chunk.len();
+                match self.store.enqueue_append(doc, chunk).await {
+                    Ok(pending) => {
+                        self.after_append(doc, len).await;
+                        let effects = self.hub.handle(time::now(), Input::LocalChange { doc });
+                        self.carry_out(effects).await;
+                        if let Some(d) = self.hub.docs().get(&doc) {
+                            let _ = self.events.send(DocEvent {
+                                doc: doc.to_string(),
+                                heads: heads_hex(d),
+                                by: "local".into(),
+                            });
+                        }
+                        Some(pending)
+                    }
+                    Err(error) => {
+                        for (reply, _) in answers {
+                            let _ = reply.send(Err(error.clone().into()));
+                        }
+                        return;
+                    }
+                }
+            }
+            None => None,
+        };
+        tokio::spawn(async move {
+            let durable = match pending {
+                Some(p) => p.durable().await.map(drop),
+                None => Ok(()),
+            };
+            for (reply, answer) in answers {
+                let outcome = match (&durable, answer) {
+                    (Err(error), _) => Err(NodeError::Store(error.clone())),
+                    (Ok(()), answer) => answer,
+                };
+                let _ = reply.send(outcome);
+            }
+        });
+    }
+
     async fn ensure_index(&mut self) -> Result<Option<Pending>, NodeError> {
         if self.hub.docs().contains(&self.index) {
             return Ok(None);
@@ -670,9 +776,61 @@ impl RepoActor {
                 });
                 let _ = reply.send(result);
             }
+            RepoCommand::RecordDevice {
+                device,
+                name,
+                reply,
+            } => {
+                let result = self.record_device(device, name).await;
+                self.answer_unit_when_durable(result, reply);
+            }
             RepoCommand::Status { reply } => {
                 let status = self.status().await;
                 let _ = reply.send(Ok(status));
+            }
+        }
+    }
+
+    /// Writes a device into the person's index document (`device:<did>`), which every
+    /// device syncs: the replicated device registry.
+    async fn record_device(
+        &mut self,
+        device: Did,
+        name: Option<String>,
+    ) -> Result<Vec<Pending>, NodeError> {
+        let mut pending = Vec::new();
+        if let Some(p) = self.ensure_index().await? {
+            pending.push(p);
+        }
+        let entry =
+            json!({ "name": name, "added": time::now(), "added_by": self.device.to_string() });
+        let key = format!("/device:{device}");
+        if let Some(p) = self
+            .change(self.index, move |tx| {
+                json::set(tx, &key, &entry).map_err(NodeError::from)
+            })
+            .await?
+        {
+            pending.push(p);
+        }
+        Ok(pending)
+    }
+
+    fn answer_unit_when_durable(&self, result: Result<Vec<Pending>, NodeError>, reply: Reply<()>) {
+        match result {
+            Err(error) => {
+                let _ = reply.send(Err(error));
+            }
+            Ok(pending) => {
+                tokio::spawn(async move {
+                    for p in pending {
+                        if let Err(error) = p.durable().await {
+                            let _ = reply.send(Err(error.into()));
+                            return;
+                        }
+                    }
+                    let _ = reply.send(Ok(()));
+                });
             }
         }
     }

@@ -35,6 +35,7 @@ pub mod capability;
 pub mod did;
 pub mod document_id;
 pub mod key;
+pub mod pairing;
 pub mod sync;
 pub mod ucan;
 

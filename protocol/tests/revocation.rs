@@ -5,14 +5,20 @@ use std::collections::BTreeMap;
 use membrane_protocol::{
     SecretKey,
     ucan::{
-        Command, Delegation, DelegationBuilder, Invocation, InvocationBuilder, Ipld,
-        Revocation, RevocationError, RevocationSet, ValidationError, Validator,
+        Command, Delegation, DelegationBuilder, Invocation, InvocationBuilder, Ipld, Revocation,
+        RevocationError, RevocationSet, ValidationError, Validator,
     },
 };
 
 const NOW: u64 = 1_800_000_000;
 
-fn delegate(from: &SecretKey, to: &SecretKey, subject: &SecretKey, cmd: &str, nonce: u8) -> Delegation {
+fn delegate(
+    from: &SecretKey,
+    to: &SecretKey,
+    subject: &SecretKey,
+    cmd: &str,
+    nonce: u8,
+) -> Delegation {
     DelegationBuilder::new(from.did(), to.did(), cmd.parse::<Command>().unwrap())
         .subject(subject.did())
         .nonce(vec![nonce; 12])
@@ -23,12 +29,16 @@ fn delegate(from: &SecretKey, to: &SecretKey, subject: &SecretKey, cmd: &str, no
 fn read_invocation(by: &SecretKey, subject: &SecretKey, proofs: &[Delegation]) -> Invocation {
     let mut args = BTreeMap::new();
     args.insert("doc".to_owned(), Ipld::String("automerge:x".into()));
-    InvocationBuilder::new(by.did(), subject.did(), "/membrane/doc/read".parse().unwrap())
-        .args(args)
-        .proofs(proofs.iter().map(Delegation::cid).collect())
-        .nonce(vec![9; 12])
-        .sign(by)
-        .unwrap()
+    InvocationBuilder::new(
+        by.did(),
+        subject.did(),
+        "/membrane/doc/read".parse().unwrap(),
+    )
+    .args(args)
+    .proofs(proofs.iter().map(Delegation::cid).collect())
+    .nonce(vec![9; 12])
+    .sign(by)
+    .unwrap()
 }
 
 struct Story {
@@ -51,7 +61,16 @@ fn story() -> Story {
     let to_laptop = delegate(&sarah, &laptop, &sarah, "/", 1);
     let to_pi = delegate(&sarah, &pi, &sarah, "/", 2);
     let to_friend = delegate(&laptop, &friend, &sarah, "/membrane/doc/read", 3);
-    Story { sarah, laptop, pi, friend, stranger, to_laptop, to_pi, to_friend }
+    Story {
+        sarah,
+        laptop,
+        pi,
+        friend,
+        stranger,
+        to_laptop,
+        to_pi,
+        to_friend,
+    }
 }
 
 #[test]
@@ -59,11 +78,18 @@ fn an_issuer_in_the_chain_revokes_and_the_grant_stops_working() {
     let s = story();
     let chain = vec![s.to_laptop.clone(), s.to_friend.clone()];
     let invocation = read_invocation(&s.friend, &s.sarah, &chain);
-    assert!(Validator::new(NOW).validate_invocation(&invocation, &chain).is_ok());
+    assert!(
+        Validator::new(NOW)
+            .validate_invocation(&invocation, &chain)
+            .is_ok()
+    );
 
     // The laptop issued the friend's grant: it may revoke it on its own authority.
-    let revocation = Revocation::sign(&s.laptop, s.laptop.did(), s.to_friend.cid(), vec![], NOW).unwrap();
-    revocation.verify(&Validator::new(NOW), &chain, &chain).unwrap();
+    let revocation =
+        Revocation::sign(&s.laptop, s.laptop.did(), s.to_friend.cid(), vec![], NOW).unwrap();
+    revocation
+        .verify(&Validator::new(NOW), &chain, &chain)
+        .unwrap();
 
     let mut revoked = RevocationSet::new();
     assert!(revoked.insert(revocation.revoked()));
@@ -90,10 +116,15 @@ fn another_device_revokes_with_delegated_authority_from_the_root() {
     )
     .unwrap();
     let proofs = vec![s.to_pi.clone()];
-    revocation.verify(&Validator::new(NOW), &proofs, &friend_chain).unwrap();
+    revocation
+        .verify(&Validator::new(NOW), &proofs, &friend_chain)
+        .unwrap();
 
     // Decoded from its bytes, it says the same.
-    let decoded = Revocation::from_invocation(Invocation::decode(revocation.invocation().as_bytes()).unwrap()).unwrap();
+    let decoded = Revocation::from_invocation(
+        Invocation::decode(revocation.invocation().as_bytes()).unwrap(),
+    )
+    .unwrap();
     assert_eq!(decoded.revoked(), s.to_friend.cid());
 }
 
@@ -102,25 +133,45 @@ fn outsiders_cannot_revoke() {
     let s = story();
     let chain = vec![s.to_laptop.clone(), s.to_friend.clone()];
     // A stranger acting on its own authority issued nothing in the chain.
-    let own = Revocation::sign(&s.stranger, s.stranger.did(), s.to_friend.cid(), vec![], NOW).unwrap();
+    let own = Revocation::sign(
+        &s.stranger,
+        s.stranger.did(),
+        s.to_friend.cid(),
+        vec![],
+        NOW,
+    )
+    .unwrap();
     assert!(matches!(
         own.verify(&Validator::new(NOW), &chain, &chain),
         Err(RevocationError::NotInChain { .. })
     ));
     // A stranger claiming to act for Sarah without proof.
-    let claimed = Revocation::sign(&s.stranger, s.sarah.did(), s.to_friend.cid(), vec![], NOW).unwrap();
+    let claimed =
+        Revocation::sign(&s.stranger, s.sarah.did(), s.to_friend.cid(), vec![], NOW).unwrap();
     assert!(matches!(
         claimed.verify(&Validator::new(NOW), &chain, &chain),
-        Err(RevocationError::Unauthorized(ValidationError::InvalidClaim(_)))
+        Err(RevocationError::Unauthorized(
+            ValidationError::InvalidClaim(_)
+        ))
     ));
     // The friend, holding only read, cannot revoke its own grant's parent via Sarah.
-    let friend = Revocation::sign(&s.friend, s.sarah.did(), s.to_laptop.cid(), vec![s.to_laptop.cid(), s.to_friend.cid()], NOW).unwrap();
+    let friend = Revocation::sign(
+        &s.friend,
+        s.sarah.did(),
+        s.to_laptop.cid(),
+        vec![s.to_laptop.cid(), s.to_friend.cid()],
+        NOW,
+    )
+    .unwrap();
     assert!(matches!(
         friend.verify(&Validator::new(NOW), &chain, &chain[..1]),
-        Err(RevocationError::Unauthorized(ValidationError::InvalidClaim(_)))
+        Err(RevocationError::Unauthorized(
+            ValidationError::InvalidClaim(_)
+        ))
     ));
     // A revocation presented with a chain that does not end at the revoked delegation.
-    let laptop = Revocation::sign(&s.laptop, s.laptop.did(), s.to_friend.cid(), vec![], NOW).unwrap();
+    let laptop =
+        Revocation::sign(&s.laptop, s.laptop.did(), s.to_friend.cid(), vec![], NOW).unwrap();
     assert_eq!(
         laptop.verify(&Validator::new(NOW), &chain, &chain[..1]),
         Err(RevocationError::WrongChain)

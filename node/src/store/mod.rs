@@ -507,10 +507,15 @@ impl StoreActor {
                         0
                     }
                     Write::Append { id, chunk } => {
-                        let docs = docs.as_mut().expect(opened);
                         if !self.next_seq.contains_key(id)
-                            && docs.get(id.as_bytes()).map_err(db_error)?.is_none()
+                            && docs
+                                .as_mut()
+                                .expect(opened)
+                                .get(id.as_bytes())
+                                .map_err(db_error)?
+                                .is_none()
                         {
+                            let docs = docs.as_mut().expect(opened);
                             // A chunk for a document not stored yet.
                             let meta = serde_json::to_vec(&DocMeta::default()).map_err(db_error)?;
                             docs.insert(id.as_bytes(), meta.as_slice())
