@@ -52,6 +52,9 @@ pub(crate) enum Command {
     /// Add devices to your personal cloud.
     #[command(subcommand)]
     Device(cmd::device::Command),
+    /// Pair a new device by QR code.
+    #[command(subcommand)]
+    Pair(cmd::pair::Command),
     /// Inspect, verify and issue UCAN 1.0 tokens.
     #[command(subcommand)]
     Token(Box<cmd::token::Command>),

@@ -18,6 +18,7 @@ mod control;
 mod duration;
 mod input;
 mod output;
+mod qr;
 
 use std::process::ExitCode;
 

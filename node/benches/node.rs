@@ -361,7 +361,11 @@ async fn main() {
     }));
     phone.shutdown().await;
 
-    // 4. Durable commits.
+    // 4. Durable commits, on a fresh node so its store is as small as the raw redb file
+    //    it is compared with.
+    laptop.shutdown().await;
+    let fresh = person(&temp.path().join("fresh"), &["only"]);
+    let laptop = Node::start(config(&fresh[0])).await.expect("start");
     let n = if quick { 200 } else { 2_000 };
     let doc = laptop
         .create_doc(Some("counter".into()), None)

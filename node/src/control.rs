@@ -95,6 +95,9 @@ async fn client(
         if method == "doc.watch" {
             return watch_doc(&node, id, &params, write, shutdown).await;
         }
+        if method == "pair.invite" {
+            return invite(&node, id, &params, write, shutdown).await;
+        }
         let reply = match call(&node, &method, &params).await {
             Ok(ok) => json!({"id": id, "ok": ok}),
             Err(error) => json!({"id": id, "error": error}),
@@ -153,6 +156,53 @@ async fn call(node: &NodeHandle, method: &str, params: &Json) -> Result<Json, St
             Ok(json!({}))
         }
         other => Err(format!("unknown method {other:?}")),
+    }
+}
+
+/// Opens an invitation, answers with its code, then reports each attempt until a device
+/// joins, the invitation is burned or expires, or the client hangs up.
+async fn invite(
+    node: &NodeHandle,
+    id: Json,
+    params: &Json,
+    mut write: tokio::net::unix::OwnedWriteHalf,
+    mut shutdown: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let ttl = params["ttl"].as_u64().unwrap_or(600);
+    let name = params["name"].as_str().map(str::to_owned);
+    let (ticket, mut events) = match node.invite(ttl, name).await {
+        Ok(opened) => opened,
+        Err(error) => {
+            let reply = json!({"id": id, "error": error.to_string()});
+            return write.write_all(format!("{reply}\n").as_bytes()).await;
+        }
+    };
+    let reply = json!({"id": id, "ok": {"code": ticket.to_string(), "expires": ticket.expires}});
+    write.write_all(format!("{reply}\n").as_bytes()).await?;
+    let lapse = tokio::time::sleep(std::time::Duration::from_secs(ttl.saturating_add(1)));
+    tokio::pin!(lapse);
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.changed() => return Ok(()),
+            _ = &mut lapse => {
+                let line = json!({"id": id, "event": {"outcome": "expired"}});
+                return write.write_all(format!("{line}\n").as_bytes()).await;
+            }
+            event = events.recv() => event,
+        };
+        let Some(event) = event else { return Ok(()) };
+        let done = !matches!(
+            event,
+            crate::pairing::InviteEvent::Refused {
+                still_open: true,
+                ..
+            }
+        );
+        let line = json!({"id": id, "event": event});
+        write.write_all(format!("{line}\n").as_bytes()).await?;
+        if done {
+            return Ok(());
+        }
     }
 }
 

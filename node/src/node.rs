@@ -285,10 +285,12 @@ impl NodeHandle {
     }
 
     /// Opens an invitation for a new device, valid for `ttl_secs`; replaces any open one.
+    /// `name` is recorded for the device if it gives none itself.
     /// Returns the ticket (for the QR code) and the invitation's events.
     pub async fn invite(
         &self,
         ttl_secs: u64,
+        name: Option<String>,
     ) -> Result<(PairingTicket, mpsc::Receiver<InviteEvent>), NodeError> {
         let addrs = self.listen_addrs(1).await;
         let secret = crate::random::bytes::<16>().map_err(|e| NodeError::Invalid(e.to_string()))?;
@@ -307,7 +309,7 @@ impl NodeHandle {
             secret,
             expires: crate::time::now() + ttl_secs,
         };
-        let events = self.pairing.open(Invitation::new(ticket.clone()));
+        let events = self.pairing.open(Invitation::new(ticket.clone()), name);
         Ok((ticket, events))
     }
 

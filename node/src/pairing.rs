@@ -77,6 +77,8 @@ pub enum InviteEvent {
 pub(crate) struct OpenInvitation {
     invitation: Invitation,
     events: mpsc::Sender<InviteEvent>,
+    /// The name to record when the joiner gives none.
+    name: Option<String>,
 }
 
 /// The node's pairing state: at most one open invitation.
@@ -84,9 +86,17 @@ pub(crate) struct OpenInvitation {
 pub(crate) struct Pairing(Arc<Mutex<Option<OpenInvitation>>>);
 
 impl Pairing {
-    pub(crate) fn open(&self, invitation: Invitation) -> mpsc::Receiver<InviteEvent> {
+    pub(crate) fn open(
+        &self,
+        invitation: Invitation,
+        name: Option<String>,
+    ) -> mpsc::Receiver<InviteEvent> {
         let (events, receiver) = mpsc::channel(16);
-        *self.0.lock().expect("not poisoned") = Some(OpenInvitation { invitation, events });
+        *self.0.lock().expect("not poisoned") = Some(OpenInvitation {
+            invitation,
+            events,
+            name,
+        });
         receiver
     }
 
@@ -136,30 +146,28 @@ impl Pairing {
         let verdict = {
             let mut open = self.0.lock().expect("not poisoned");
             match open.as_mut() {
-                None => Err((PairingError::AlreadyUsed, None)),
+                None => Err((PairingError::NoInvitation, None)),
                 Some(entry) => match entry
                     .invitation
                     .redeem(time::now(), &joiner, &request.proof)
                 {
-                    Ok(()) => {
-                        let secret = entry.invitation.ticket().secret;
-                        let events = entry.events.clone();
-                        *open = None;
-                        Ok((secret, events))
-                    }
+                    // The spent or burned invitation stays, so later attempts learn why
+                    // they fail; the next `invite` replaces it.
+                    Ok(()) => Ok((
+                        entry.invitation.ticket().secret,
+                        entry.events.clone(),
+                        entry.name.clone(),
+                    )),
                     Err(error) => {
                         let still_open = matches!(error, PairingError::WrongProof);
-                        let events = entry.events.clone();
-                        if !still_open {
-                            *open = None;
-                        }
-                        Err((error, Some((events, still_open))))
+                        Err((error, Some((entry.events.clone(), still_open))))
                     }
                 },
             }
         };
         match verdict {
-            Ok((secret, events)) => {
+            Ok((secret, events, default_name)) => {
+                let name = request.name.or(default_name);
                 let bundle = match identity.link(joiner, time::now()) {
                     Ok(bundle) => bundle,
                     Err(error) => {
@@ -178,11 +186,11 @@ impl Pairing {
                 .await?;
                 let code = verification_code(&secret, &identity.device.did(), &joiner);
                 tracing::info!(device = %joiner, "a new device joined");
-                let _ = on_joined.send((joiner, request.name.clone())).await;
+                let _ = on_joined.send((joiner, name.clone())).await;
                 let _ = events
                     .send(InviteEvent::Joined {
                         device: joiner.to_string(),
-                        name: request.name,
+                        name,
                         verification_code: code,
                     })
                     .await;

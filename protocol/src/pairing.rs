@@ -59,6 +59,9 @@ pub enum PairingError {
     /// Too many wrong proofs.
     #[error("the invitation was burned after {MAX_FAILED_ATTEMPTS} failed attempts")]
     Burned,
+    /// The device has no open invitation at all.
+    #[error("this device has no open invitation (run `membrane pair invite` on it)")]
+    NoInvitation,
     /// The proof does not match the secret and the two keys of this connection.
     #[error("wrong secret, or the proof is not bound to this connection")]
     WrongProof,

@@ -4,6 +4,7 @@ pub(crate) mod device;
 pub(crate) mod doc;
 pub(crate) mod id;
 pub(crate) mod init;
+pub(crate) mod pair;
 pub(crate) mod run;
 pub(crate) mod status;
 pub(crate) mod token;
@@ -27,6 +28,7 @@ pub(crate) fn run(cli: Cli, out: &mut Output) -> anyhow::Result<()> {
         Command::Doc(command) => doc::run(command, data_dir, out),
         Command::Status(args) => status::run(args, data_dir, out),
         Command::Device(command) => device::run(command, data_dir, out),
+        Command::Pair(command) => pair::run(command, data_dir, out),
         Command::Token(command) => token::run(*command, data_dir, out),
     }
 }
