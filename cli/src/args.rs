@@ -52,6 +52,10 @@ pub(crate) enum Command {
     /// Add devices to your personal cloud.
     #[command(subcommand)]
     Device(cmd::device::Command),
+    /// List your devices, or revoke one (needs `membrane run`).
+    ///
+    /// Example: membrane devices --json; membrane devices revoke phone
+    Devices(cmd::devices::Args),
     /// Pair a new device by QR code.
     #[command(subcommand)]
     Pair(cmd::pair::Command),

@@ -148,6 +148,14 @@ async fn call(node: &NodeHandle, method: &str, params: &Json) -> Result<Json, St
             node.history(param(params, "doc")?).await.map_err(to_text)?
         )),
         "status" => Ok(json!(node.status().await.map_err(to_text)?)),
+        "devices" => Ok(json!(node.devices().await.map_err(to_text)?)),
+        "devices.revoke" => {
+            let revoked = node
+                .revoke_device(param(params, "device")?)
+                .await
+                .map_err(to_text)?;
+            Ok(json!({"revoked": revoked}))
+        }
         "dial" => {
             let addr = param(params, "addr")?
                 .parse()

@@ -23,7 +23,7 @@ use membrane_protocol::pairing::{Invitation, PairingTicket};
 use crate::{
     config::Config,
     control,
-    identity::{DataDir, DeviceIdentity, IdentityError},
+    identity::{DataDir, DeviceIdentity, IdentityError, LinkBundle},
     net::{NetActor, NetCommand, NetError, Traffic},
     pairing::{InviteEvent, Pairing},
     repo::{
@@ -183,6 +183,8 @@ impl Node {
             listen: Vec::new(),
             sessions: HashMap::new(),
             quarantined: loaded.quarantined,
+            identity: Arc::new(identity.clone()),
+            revocations_dirty: true,
             listen_tx,
             traffic: traffic.clone(),
         };
@@ -209,11 +211,26 @@ impl Node {
             pairing,
             running: Arc::new(Mutex::new(None)),
         };
-        // Record devices that join through this node in the replicated registry.
+        // Record devices that join through this node in the replicated registry, and this
+        // device itself the first time it runs.
         let recorder = handle.clone();
+        let me = identity.device.did();
+        let (own_authority, own_powerline) =
+            (identity.authority.clone(), identity.powerline.clone());
         tasks.push(tokio::spawn(async move {
-            while let Some((device, name)) = joined.recv().await {
-                if let Err(error) = recorder.record_device(device, name).await {
+            let known = recorder
+                .devices()
+                .await
+                .is_ok_and(|all| all.iter().any(|d| d.this_device));
+            let own = LinkBundle {
+                authority: own_authority,
+                powerline: own_powerline,
+            };
+            if !known && let Err(error) = recorder.record_device(me, None, &own).await {
+                tracing::error!(%error, "could not record this device in the registry");
+            }
+            while let Some((device, name, bundle)) = joined.recv().await {
+                if let Err(error) = recorder.record_device(device, name, &bundle).await {
                     tracing::error!(%error, "could not record the new device");
                 }
             }
@@ -313,14 +330,41 @@ impl NodeHandle {
         Ok((ticket, events))
     }
 
-    /// Adds a device to the person's replicated registry.
-    pub async fn record_device(&self, device: Did, name: Option<String>) -> Result<(), NodeError> {
+    /// The person's devices, from the replicated registry.
+    pub async fn devices(&self) -> Result<Vec<crate::repo::DeviceEntry>, NodeError> {
+        self.ask(|reply| RepoCommand::Devices { reply }).await
+    }
+
+    /// Adds a device to the person's replicated registry. `bundle` holds the chains that
+    /// make it a device of the person; they are kept so any device can later revoke it.
+    pub async fn record_device(
+        &self,
+        device: Did,
+        name: Option<String>,
+        bundle: &LinkBundle,
+    ) -> Result<(), NodeError> {
+        let chain = |c: &[membrane_protocol::ucan::Delegation]| -> Vec<String> {
+            c.iter()
+                .map(|d| membrane_protocol::ucan::encode_base64(d.as_bytes()))
+                .collect()
+        };
+        let (authority, powerline) = (chain(&bundle.authority), chain(&bundle.powerline));
         self.ask(|reply| RepoCommand::RecordDevice {
             device,
             name,
+            authority,
+            powerline,
             reply,
         })
         .await
+    }
+
+    /// Revokes a device (by DID or name) from this device: a revocation of its delegations
+    /// goes into the replicated registry, and every device then refuses it.
+    pub async fn revoke_device(&self, device: &str) -> Result<Vec<String>, NodeError> {
+        let target = device.to_owned();
+        self.ask(|reply| RepoCommand::RevokeDevice { target, reply })
+            .await
     }
 
     /// Frames and bytes on sync streams since start.

@@ -105,7 +105,7 @@ impl Pairing {
         self,
         mut control: libp2p_stream::Control,
         identity: Arc<DeviceIdentity>,
-        on_joined: mpsc::Sender<(Did, Option<String>)>,
+        on_joined: mpsc::Sender<(Did, Option<String>, LinkBundle)>,
     ) {
         let Ok(mut incoming) = control.accept(StreamProtocol::new(PAIR_PROTOCOL)) else {
             tracing::error!("cannot accept pairing streams");
@@ -128,7 +128,7 @@ impl Pairing {
         peer: PeerId,
         mut stream: libp2p::Stream,
         identity: &DeviceIdentity,
-        on_joined: &mpsc::Sender<(Did, Option<String>)>,
+        on_joined: &mpsc::Sender<(Did, Option<String>, LinkBundle)>,
     ) -> std::io::Result<()> {
         let Ok(joiner) = Did::from_peer_id(&peer) else {
             return Ok(());
@@ -186,7 +186,7 @@ impl Pairing {
                 .await?;
                 let code = verification_code(&secret, &identity.device.did(), &joiner);
                 tracing::info!(device = %joiner, "a new device joined");
-                let _ = on_joined.send((joiner, name.clone())).await;
+                let _ = on_joined.send((joiner, name.clone(), bundle)).await;
                 let _ = events
                     .send(InviteEvent::Joined {
                         device: joiner.to_string(),

@@ -117,6 +117,25 @@ pub struct DeviceStatus {
     pub last_seen: u64,
 }
 
+/// A device in the person's replicated registry.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceEntry {
+    /// Its DID.
+    pub did: String,
+    /// Its name.
+    pub name: Option<String>,
+    /// When it was added (Unix seconds).
+    pub added: Option<u64>,
+    /// Which device added it.
+    pub added_by: Option<String>,
+    /// This device.
+    pub this_device: bool,
+    /// Connected to this node now.
+    pub online: bool,
+    /// Last session with this node (Unix seconds), if any.
+    pub last_seen: Option<u64>,
+}
+
 /// A document's sync state.
 #[derive(Debug, Clone, Serialize)]
 pub struct DocStatus {
@@ -179,7 +198,16 @@ pub(crate) enum RepoCommand {
     RecordDevice {
         device: Did,
         name: Option<String>,
+        authority: Vec<String>,
+        powerline: Vec<String>,
         reply: Reply<()>,
+    },
+    RevokeDevice {
+        target: String,
+        reply: Reply<Vec<String>>,
+    },
+    Devices {
+        reply: Reply<Vec<DeviceEntry>>,
     },
     List {
         reply: Reply<Vec<DocInfo>>,
@@ -214,6 +242,9 @@ pub(crate) struct RepoActor {
     pub(crate) quarantined: Vec<(DocumentId, String)>,
     pub(crate) listen_tx: watch::Sender<Vec<Multiaddr>>,
     pub(crate) traffic: std::sync::Arc<crate::net::Traffic>,
+    pub(crate) identity: std::sync::Arc<crate::identity::DeviceIdentity>,
+    /// The registry changed: recompute the revocation set before the next input.
+    pub(crate) revocations_dirty: bool,
 }
 
 /// The id of a person's index document (document names and metadata), the same on all of
@@ -246,6 +277,7 @@ fn heads_hex(doc: &Automerge) -> Vec<String> {
 
 impl RepoActor {
     pub(crate) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        self.refresh_revocations().await;
         loop {
             tokio::select! {
                 biased;
@@ -284,6 +316,9 @@ impl RepoActor {
     async fn hub_input(&mut self, input: Input) {
         let effects = self.hub.handle(time::now(), input);
         self.carry_out(effects).await;
+        if self.revocations_dirty {
+            Box::pin(self.refresh_revocations()).await;
+        }
     }
 
     async fn on_net(&mut self, event: NetEvent) {
@@ -399,6 +434,9 @@ impl RepoActor {
                     }
                 }
                 Effect::DocChanged { doc, heads } => {
+                    if doc == self.index {
+                        self.revocations_dirty = true;
+                    }
                     let _ = self.events.send(DocEvent {
                         doc: doc.to_string(),
                         heads: heads.iter().map(|h| hex(&h.0)).collect(),
@@ -779,14 +817,38 @@ impl RepoActor {
             RepoCommand::RecordDevice {
                 device,
                 name,
+                authority,
+                powerline,
                 reply,
             } => {
-                let result = self.record_device(device, name).await;
+                let result = self.record_device(device, name, authority, powerline).await;
                 self.answer_unit_when_durable(result, reply);
             }
             RepoCommand::Status { reply } => {
                 let status = self.status().await;
                 let _ = reply.send(Ok(status));
+            }
+            RepoCommand::Devices { reply } => {
+                let devices = self.devices().await;
+                let _ = reply.send(Ok(devices));
+            }
+            RepoCommand::RevokeDevice { target, reply } => {
+                match self.revoke_device(&target).await {
+                    Ok((revoked, pending)) => {
+                        tokio::spawn(async move {
+                            for p in pending {
+                                if let Err(error) = p.durable().await {
+                                    let _ = reply.send(Err(error.into()));
+                                    return;
+                                }
+                            }
+                            let _ = reply.send(Ok(revoked));
+                        });
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                    }
+                }
             }
         }
     }
@@ -797,13 +859,20 @@ impl RepoActor {
         &mut self,
         device: Did,
         name: Option<String>,
+        authority: Vec<String>,
+        powerline: Vec<String>,
     ) -> Result<Vec<Pending>, NodeError> {
         let mut pending = Vec::new();
         if let Some(p) = self.ensure_index().await? {
             pending.push(p);
         }
-        let entry =
-            json!({ "name": name, "added": time::now(), "added_by": self.device.to_string() });
+        let entry = json!({
+            "name": name,
+            "added": time::now(),
+            "added_by": self.device.to_string(),
+            "authority": authority,
+            "powerline": powerline,
+        });
         let key = format!("/device:{device}");
         if let Some(p) = self
             .change(self.index, move |tx| {
@@ -814,6 +883,188 @@ impl RepoActor {
             pending.push(p);
         }
         Ok(pending)
+    }
+
+    /// Revokes a device's delegations: signs a revocation of the last link of each of its
+    /// chains on the root's behalf (this device holds `/` for the root, which covers
+    /// `/ucan/revoke`) and records it in the registry with the proofs any device needs to
+    /// check it.
+    async fn revoke_device(
+        &mut self,
+        target: &str,
+    ) -> Result<(Vec<String>, Vec<Pending>), NodeError> {
+        use membrane_protocol::ucan::{Delegation, Revocation, decode_base64_loose, encode_base64};
+        let devices = self.devices().await;
+        let entry = devices
+            .iter()
+            .find(|d| d.did == target || d.name.as_deref() == Some(target))
+            .ok_or_else(|| {
+                NodeError::Invalid(format!(
+                    "no device {target:?} in the registry (see `membrane devices`)"
+                ))
+            })?;
+        if entry.did == self.root.to_string() {
+            return Err(NodeError::Invalid("the root cannot be revoked".into()));
+        }
+        if entry.this_device {
+            return Err(NodeError::Invalid(
+                "a device cannot revoke itself; revoke it from another of your devices".into(),
+            ));
+        }
+        let index = self
+            .hub
+            .docs()
+            .get(&self.index)
+            .expect("the registry lives in the index");
+        let record = json::get(index, &format!("/device:{}", entry.did))?.unwrap_or_default();
+        let chain = |field: &str| -> Vec<Delegation> {
+            record[field]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.as_str())
+                .filter_map(|t| decode_base64_loose(t).ok())
+                .filter_map(|b| Delegation::decode(&b).ok())
+                .collect()
+        };
+        let mine: Vec<String> = self
+            .identity
+            .authority
+            .iter()
+            .map(|d| encode_base64(d.as_bytes()))
+            .collect();
+        let my_proofs: Vec<_> = self
+            .identity
+            .authority
+            .iter()
+            .map(Delegation::cid)
+            .collect();
+        let mut revoked = Vec::new();
+        let mut pending = Vec::new();
+        for field in ["authority", "powerline"] {
+            let theirs = chain(field);
+            let Some(last) = theirs.last() else { continue };
+            let revocation = Revocation::sign(
+                &self.identity.device,
+                self.root,
+                last.cid(),
+                my_proofs.clone(),
+                time::now(),
+            )
+            .map_err(|e| NodeError::Invalid(e.to_string()))?;
+            let record = json!({
+                "device": entry.did,
+                "token": encode_base64(revocation.invocation().as_bytes()),
+                "proofs": mine,
+                "revoked_chain": theirs.iter().map(|d| encode_base64(d.as_bytes())).collect::<Vec<_>>(),
+                "by": self.device.to_string(),
+                "at": time::now(),
+            });
+            let key = format!("/revocation:{}", last.cid());
+            revoked.push(last.cid().to_string());
+            if let Some(p) = self
+                .change(self.index, move |tx| {
+                    json::set(tx, &key, &record).map_err(NodeError::from)
+                })
+                .await?
+            {
+                pending.push(p);
+            }
+        }
+        if revoked.is_empty() {
+            return Err(NodeError::Invalid(format!(
+                "no delegation of {} is on record",
+                entry.did
+            )));
+        }
+        self.revocations_dirty = true;
+        self.refresh_revocations().await;
+        Ok((revoked, pending))
+    }
+
+    /// Rebuilds the revocation set from the registry, keeping only revocations that verify,
+    /// and closes sessions that relied on a revoked delegation.
+    pub(crate) async fn refresh_revocations(&mut self) {
+        use membrane_protocol::ucan::{
+            Delegation, Invocation, Revocation, RevocationSet, Validator, decode_base64_loose,
+        };
+        if !std::mem::take(&mut self.revocations_dirty) {
+            return;
+        }
+        let Some(index) = self.hub.docs().get(&self.index) else {
+            return;
+        };
+        let whole = json::to_json(index);
+        let tokens = |value: &Json| -> Vec<Delegation> {
+            value
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.as_str())
+                .filter_map(|t| decode_base64_loose(t).ok())
+                .filter_map(|b| Delegation::decode(&b).ok())
+                .collect()
+        };
+        let now = time::now();
+        let mut set = RevocationSet::new();
+        for (key, record) in whole.as_object().into_iter().flatten() {
+            if !key.starts_with("revocation:") {
+                continue;
+            }
+            let Some(revocation) = record["token"]
+                .as_str()
+                .and_then(|t| decode_base64_loose(t).ok())
+                .and_then(|b| Invocation::decode(&b).ok())
+                .and_then(|i| Revocation::from_invocation(i).ok())
+            else {
+                tracing::warn!(%key, "ignoring an unreadable revocation");
+                continue;
+            };
+            let proofs = tokens(&record["proofs"]);
+            let revoked_chain = tokens(&record["revoked_chain"]);
+            match revocation.verify(
+                &Validator::new(now).with_clock_skew(60),
+                &proofs,
+                &revoked_chain,
+            ) {
+                Ok(()) => {
+                    set.insert(revocation.revoked());
+                }
+                Err(error) => {
+                    tracing::warn!(%key, %error, "ignoring a revocation that does not verify")
+                }
+            }
+        }
+        let effects = self.hub.set_revocations(set);
+        self.carry_out(effects).await;
+    }
+
+    async fn devices(&self) -> Vec<DeviceEntry> {
+        let online: Vec<Did> = self.hub.peers().into_iter().map(|(_, p)| p).collect();
+        let seen = self.store.devices().await.unwrap_or_default();
+        let Some(index) = self.hub.docs().get(&self.index) else {
+            return Vec::new();
+        };
+        let whole = json::to_json(index);
+        let mut out = Vec::new();
+        for (key, entry) in whole.as_object().into_iter().flatten() {
+            let Some(did) = key.strip_prefix("device:") else {
+                continue;
+            };
+            out.push(DeviceEntry {
+                did: did.to_owned(),
+                name: entry["name"].as_str().map(str::to_owned),
+                added: entry["added"].as_u64(),
+                added_by: entry["added_by"].as_str().map(str::to_owned),
+                this_device: did == self.device.to_string(),
+                online: online.iter().any(|p| p.to_string() == did),
+                last_seen: seen
+                    .iter()
+                    .find(|(d, _)| d == did)
+                    .map(|(_, r)| r.last_seen),
+            });
+        }
+        out
     }
 
     fn answer_unit_when_durable(&self, result: Result<Vec<Pending>, NodeError>, reply: Reply<()>) {

@@ -150,6 +150,57 @@ async fn three_devices_pair_in_a_chain_and_converge() {
         })
         .await;
     }
+
+    // The tablet is lost. The phone revokes it; the laptop hears of it through the
+    // registry and both refuse the tablet, while the laptop and the phone keep syncing.
+    let tablet_did = tablet_joined.identity.device.did().to_string();
+    let revoked = phone.revoke_device("tablet").await.unwrap();
+    assert_eq!(revoked.len(), 2, "its authority and its powerline");
+    for node in [&laptop, &phone] {
+        eventually("the tablet is cut off", || async {
+            !node.status().await.unwrap().peers.contains(&tablet_did)
+        })
+        .await;
+    }
+    tablet
+        .set(&calendar, "/saturday", json!("stolen"))
+        .await
+        .unwrap();
+    laptop
+        .set(&calendar, "/sunday", json!("rest"))
+        .await
+        .unwrap();
+    eventually("the phone still syncs", || {
+        has(&phone, &calendar, "/sunday", json!("rest"))
+    })
+    .await;
+    // Redial attempts keep failing: give the tablet several redial rounds.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for node in [&laptop, &phone] {
+        assert!(!node.status().await.unwrap().peers.contains(&tablet_did));
+        assert_eq!(
+            node.get(&calendar, "/saturday").await.unwrap(),
+            None,
+            "nothing from the tablet"
+        );
+    }
+    assert!(
+        !has(&tablet, &calendar, "/sunday", json!("rest")).await,
+        "nothing to the tablet"
+    );
+    // The root cannot be revoked, and a device cannot revoke itself.
+    assert!(
+        phone
+            .revoke_device(&phone.device().to_string())
+            .await
+            .is_err()
+    );
+    assert!(
+        phone
+            .revoke_device(&laptop.root().to_string())
+            .await
+            .is_err()
+    );
     for node in [tablet, phone, laptop] {
         node.shutdown().await;
     }

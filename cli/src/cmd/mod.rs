@@ -1,6 +1,7 @@
 //! One module per subcommand; each exposes `Args` and `run`.
 
 pub(crate) mod device;
+pub(crate) mod devices;
 pub(crate) mod doc;
 pub(crate) mod id;
 pub(crate) mod init;
@@ -29,6 +30,7 @@ pub(crate) fn run(cli: Cli, out: &mut Output) -> anyhow::Result<()> {
         Command::Status(args) => status::run(args, data_dir, out),
         Command::Device(command) => device::run(command, data_dir, out),
         Command::Pair(command) => pair::run(command, data_dir, out),
+        Command::Devices(args) => devices::run(args, data_dir, out),
         Command::Token(command) => token::run(*command, data_dir, out),
     }
 }

@@ -191,6 +191,8 @@ struct Session {
     peer: Did,
     role: Role,
     phase: Phase,
+    /// The CIDs of the delegations the peer proved itself with (empty before `Hello`).
+    chain: Vec<cid::Cid>,
     /// What we told the peer in `Summary`; both sides compare the same two values.
     sent_summary: Option<(u64, [u8; 16])>,
     /// Documents changed since `sent_summary` was taken.
@@ -262,10 +264,27 @@ impl SyncHub {
         &mut self.docs
     }
 
-    /// Replaces the revocation set (revoked devices are refused at their next `Hello`, and
-    /// live sessions relying on a revoked delegation are closed on the next input).
-    pub fn set_revocations(&mut self, revocations: RevocationSet) {
+    /// Replaces the revocation set: a revoked device is refused at its next `Hello`, and
+    /// every open session that relies on a revoked delegation is closed now (the returned
+    /// effects say which).
+    pub fn set_revocations(&mut self, revocations: RevocationSet) -> Vec<Effect> {
         self.revocations = revocations;
+        let revoked: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.chain.iter().any(|cid| self.revocations.contains(cid)))
+            .map(|(id, _)| *id)
+            .collect();
+        revoked
+            .into_iter()
+            .map(|session| {
+                self.sessions.remove(&session);
+                Effect::Close {
+                    session,
+                    reason: CloseReason::Unauthorized("the device's delegation was revoked".into()),
+                }
+            })
+            .collect()
     }
 
     /// Authorized peers with an open session.
@@ -311,6 +330,7 @@ impl SyncHub {
                         dirty: BTreeSet::new(),
                         states: HashMap::new(),
                         persisted: persisted.into_iter().collect(),
+                        chain: Vec::new(),
                     },
                 );
                 if role == Role::Initiator {
@@ -367,7 +387,13 @@ impl SyncHub {
     }
 
     /// Checks that a `Hello` proves the peer is a device of our person.
-    fn authorize(&self, now: UnixTime, peer: &Did, chain: &[ByteBuf]) -> Result<(), CloseReason> {
+    /// Returns the CIDs of the chain on success.
+    fn authorize(
+        &self,
+        now: UnixTime,
+        peer: &Did,
+        chain: &[ByteBuf],
+    ) -> Result<Vec<cid::Cid>, CloseReason> {
         let unauthorized = |why: String| CloseReason::Unauthorized(why);
         let chain = chain
             .iter()
@@ -394,7 +420,7 @@ impl SyncHub {
                 "the chain does not grant full device authority".into(),
             ));
         }
-        Ok(())
+        Ok(valid.proofs().to_vec())
     }
 
     fn receive(
@@ -416,7 +442,10 @@ impl SyncHub {
                 }
                 let peer = session.peer;
                 let role = session.role;
-                self.authorize(now, &peer, &chain)?;
+                let chain = self.authorize(now, &peer, &chain)?;
+                if let Some(session) = self.sessions.get_mut(&id) {
+                    session.chain = chain;
+                }
                 effects.push(Effect::Authorized { session: id, peer });
                 if role == Role::Responder {
                     self.send(id, &self.hello(), effects);
