@@ -994,34 +994,55 @@ impl RepoActor {
         let Some(index) = self.hub.docs().get(&self.index) else {
             return;
         };
-        let whole = json::to_json(index);
-        let tokens = |value: &Json| -> Vec<Delegation> {
-            value
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|t| t.as_str())
-                .filter_map(|t| decode_base64_loose(t).ok())
-                .filter_map(|b| Delegation::decode(&b).ok())
-                .collect()
-        };
         let now = time::now();
         let mut set = RevocationSet::new();
-        for (key, record) in whole.as_object().into_iter().flatten() {
-            if !key.starts_with("revocation:") {
+        // Only the `revocation:` entries are read, field by field: the registry shares the
+        // index document with every document's name, and is read on each change to it.
+        for key in index.keys(ROOT).filter(|k| k.starts_with("revocation:")) {
+            let Ok(Some((automerge::Value::Object(_), entry))) = index.get(ROOT, key.as_str())
+            else {
                 continue;
-            }
-            let Some(revocation) = record["token"]
-                .as_str()
-                .and_then(|t| decode_base64_loose(t).ok())
+            };
+            let as_text = |value: automerge::Value<'_>| match value {
+                automerge::Value::Scalar(v) => match v.as_ref() {
+                    automerge::ScalarValue::Str(s) => Some(s.to_string()),
+                    _ => None,
+                },
+                automerge::Value::Object(_) => None,
+            };
+            let text = |field: &str| -> Option<String> {
+                index
+                    .get(&entry, field)
+                    .ok()
+                    .flatten()
+                    .and_then(|(v, _)| as_text(v))
+            };
+            let tokens = |field: &str| -> Vec<Delegation> {
+                let Ok(Some((_, list))) = index.get(&entry, field) else {
+                    return Vec::new();
+                };
+                (0..index.length(&list))
+                    .filter_map(|i| {
+                        index
+                            .get(&list, i)
+                            .ok()
+                            .flatten()
+                            .and_then(|(v, _)| as_text(v))
+                    })
+                    .filter_map(|t| decode_base64_loose(&t).ok())
+                    .filter_map(|b| Delegation::decode(&b).ok())
+                    .collect()
+            };
+            let Some(revocation) = text("token")
+                .and_then(|t| decode_base64_loose(&t).ok())
                 .and_then(|b| Invocation::decode(&b).ok())
                 .and_then(|i| Revocation::from_invocation(i).ok())
             else {
                 tracing::warn!(%key, "ignoring an unreadable revocation");
                 continue;
             };
-            let proofs = tokens(&record["proofs"]);
-            let revoked_chain = tokens(&record["revoked_chain"]);
+            let proofs = tokens("proofs");
+            let revoked_chain = tokens("revoked_chain");
             match revocation.verify(
                 &Validator::new(now).with_clock_skew(60),
                 &proofs,
