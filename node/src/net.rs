@@ -159,6 +159,9 @@ pub(crate) struct NetActor {
     sessions: HashMap<SessionId, SessionIo>,
     by_peer: HashMap<PeerId, SessionId>,
     opening: HashSet<PeerId>,
+    /// Peers we dialed: we open their sync stream, and open it again on the next redial
+    /// tick if opening failed (the peer may not have been ready for it yet).
+    dialed: HashSet<PeerId>,
     next_session: u64,
     /// Addresses to keep dialing while no connection came from them.
     wanted: Vec<Multiaddr>,
@@ -234,6 +237,7 @@ impl NetActor {
             sessions: HashMap::new(),
             by_peer: HashMap::new(),
             opening: HashSet::new(),
+            dialed: HashSet::new(),
             next_session: 1,
             wanted: config.peers.clone(),
             connected_addrs: HashMap::new(),
@@ -278,6 +282,15 @@ impl NetActor {
     }
 
     fn redial(&mut self) {
+        let without_session: Vec<PeerId> = self
+            .dialed
+            .iter()
+            .filter(|peer| !self.by_peer.contains_key(peer) && self.swarm.is_connected(peer))
+            .copied()
+            .collect();
+        for peer in without_session {
+            self.open_stream(peer);
+        }
         for addr in self.wanted.clone() {
             let connected = self
                 .connected_addrs
@@ -502,8 +515,16 @@ impl NetActor {
                     self.connected_addrs.insert(bare, peer_id);
                     self.connected_addrs
                         .insert(addr.with(Protocol::P2p(peer_id)), peer_id);
+                    self.dialed.insert(peer_id);
                     self.open_stream(peer_id);
                 }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                self.dialed.remove(&peer_id);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,

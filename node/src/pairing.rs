@@ -154,7 +154,7 @@ impl Pairing {
                     // The spent or burned invitation stays, so later attempts learn why
                     // they fail; the next `invite` replaces it.
                     Ok(()) => Ok((
-                        entry.invitation.ticket().secret,
+                        entry.invitation.ticket().clone(),
                         entry.events.clone(),
                         entry.name.clone(),
                     )),
@@ -166,7 +166,7 @@ impl Pairing {
             }
         };
         match verdict {
-            Ok((secret, events, default_name)) => {
+            Ok((ticket, events, default_name)) => {
                 let name = request.name.or(default_name);
                 let bundle = match identity.link(joiner, time::now()) {
                     Ok(bundle) => bundle,
@@ -184,7 +184,7 @@ impl Pairing {
                     },
                 )
                 .await?;
-                let code = verification_code(&secret, &identity.device.did(), &joiner);
+                let code = verification_code(&ticket, &joiner);
                 tracing::info!(device = %joiner, "a new device joined");
                 let _ = on_joined.send((joiner, name.clone(), bundle)).await;
                 let _ = events
@@ -288,7 +288,7 @@ pub async fn join(
         )));
     }
     let joiner = device.did();
-    let presented = proof(&ticket.secret, &ticket.inviter, &joiner);
+    let presented = proof(ticket, &joiner);
     let bundle = request_link(&device, ticket, &presented, name).await?;
     let bundle = LinkBundle::from_text(&bundle)?;
     if bundle.authority.first().map(|d| d.payload().issuer) != Some(ticket.root) {
@@ -298,7 +298,7 @@ pub async fn join(
     }
     let identity = DeviceIdentity::accept_link(dir, &bundle, time::now())?;
     Ok(Joined {
-        verification_code: verification_code(&ticket.secret, &ticket.inviter, &joiner),
+        verification_code: verification_code(ticket, &joiner),
         identity,
     })
 }

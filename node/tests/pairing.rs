@@ -239,7 +239,7 @@ async fn bad_pairings_fail_clearly_and_change_nothing() {
     // proof names the joiner's key, not the relay's, and fails the binding check.
     let joiner = SecretKey::from_seed([42; 32]);
     let relay = SecretKey::from_seed([43; 32]);
-    let honest_proof = proof(&ticket.secret, &ticket.inviter, &joiner.did());
+    let honest_proof = proof(&ticket, &joiner.did());
     let error = request_link(&relay, &ticket, &honest_proof, None)
         .await
         .unwrap_err();

@@ -5,8 +5,9 @@
 //! The ticket carries the inviter device's key, the person's root, the inviter's addresses,
 //! a 128-bit single-use secret and an expiry. The joiner dials the inviter (the transport
 //! authenticates both keys), and proves it read the ticket with
-//! `HMAC-SHA256(secret, "membrane/pair/1" ‖ inviter key ‖ joiner key)`. A relay in the
-//! middle has its own key, so a proof it forwards names the wrong joiner and fails.
+//! `HMAC-SHA256(secret, "membrane/pair/1" ‖ root key ‖ inviter key ‖ joiner key)`. A relay
+//! in the middle has its own key, so a proof it forwards names the wrong joiner and fails;
+//! a ticket altered to name another person fails too, without spending the invitation.
 
 use std::{fmt, str::FromStr};
 
@@ -160,26 +161,29 @@ impl FromStr for PairingTicket {
     }
 }
 
-fn transcript(inviter: &Did, joiner: &Did) -> Vec<u8> {
+fn transcript(root: &Did, inviter: &Did, joiner: &Did) -> Vec<u8> {
     let mut out = CONTEXT.to_vec();
+    out.extend_from_slice(root.as_bytes());
     out.extend_from_slice(inviter.as_bytes());
     out.extend_from_slice(joiner.as_bytes());
     out
 }
 
-/// The joiner's proof that it knows the secret, bound to both keys of the connection.
-pub fn proof(secret: &[u8; 16], inviter: &Did, joiner: &Did) -> [u8; 32] {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(&transcript(inviter, joiner));
+/// The joiner's proof that it knows the secret, bound to the ticket's person and to both
+/// keys of the connection.
+pub fn proof(ticket: &PairingTicket, joiner: &Did) -> [u8; 32] {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(&ticket.secret).expect("HMAC takes any key length");
+    mac.update(&transcript(&ticket.root, &ticket.inviter, joiner));
     mac.finalize().into_bytes().into()
 }
 
 /// Six digits both people compare on their screens.
-pub fn verification_code(secret: &[u8; 16], inviter: &Did, joiner: &Did) -> String {
+pub fn verification_code(ticket: &PairingTicket, joiner: &Did) -> String {
     let digest = Sha256::new()
         .chain_update(b"membrane/pair/1/code")
-        .chain_update(secret)
-        .chain_update(transcript(inviter, joiner))
+        .chain_update(ticket.secret)
+        .chain_update(transcript(&ticket.root, &ticket.inviter, joiner))
         .finalize();
     let number = u32::from_be_bytes(digest[..4].try_into().expect("4 bytes")) % 1_000_000;
     format!("{number:06}")
@@ -231,7 +235,7 @@ impl Invitation {
             return Err(PairingError::Expired);
         }
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.ticket.secret).expect("any key length");
-        mac.update(&transcript(&self.ticket.inviter, joiner));
+        mac.update(&transcript(&self.ticket.root, &self.ticket.inviter, joiner));
         if mac.verify_slice(presented).is_err() {
             self.failed += 1;
             return Err(if self.failed >= MAX_FAILED_ATTEMPTS {
@@ -288,8 +292,15 @@ mod tests {
         let t = ticket(1_000);
         let joiner = SecretKey::from_seed([3; 32]).did();
         let relay = SecretKey::from_seed([4; 32]).did();
-        let good = proof(&t.secret, &t.inviter, &joiner);
+        let good = proof(&t, &joiner);
         let mut invitation = Invitation::new(t.clone());
+        // A ticket altered to name another person gives a proof that fails, unspent.
+        let mut other_person = t.clone();
+        other_person.root = SecretKey::from_seed([5; 32]).did();
+        assert_eq!(
+            invitation.redeem(10, &joiner, &proof(&other_person, &joiner)),
+            Err(PairingError::WrongProof)
+        );
         // The relay forwards the joiner's proof over its own connection: wrong binding.
         assert_eq!(
             invitation.redeem(10, &relay, &good),
@@ -300,10 +311,10 @@ mod tests {
             invitation.redeem(10, &joiner, &good),
             Err(PairingError::AlreadyUsed)
         );
-        assert_eq!(verification_code(&t.secret, &t.inviter, &joiner).len(), 6);
+        assert_eq!(verification_code(&t, &joiner).len(), 6);
         assert_ne!(
-            verification_code(&t.secret, &t.inviter, &joiner),
-            verification_code(&t.secret, &t.inviter, &relay)
+            verification_code(&t, &joiner),
+            verification_code(&t, &relay)
         );
     }
 
@@ -311,7 +322,7 @@ mod tests {
     fn invitations_expire_and_burn() {
         let t = ticket(100);
         let joiner = SecretKey::from_seed([3; 32]).did();
-        let good = proof(&t.secret, &t.inviter, &joiner);
+        let good = proof(&t, &joiner);
         assert_eq!(
             Invitation::new(t.clone()).redeem(101, &joiner, &good),
             Err(PairingError::Expired)
