@@ -770,6 +770,35 @@ fn laptop_phone_and_tablet_pair_and_converge() {
     assert_eq!(hashes, change_hashes(&phone_dir, &calendar));
     assert_eq!(hashes, change_hashes(&tablet_dir, &calendar));
 
+    // The tablet is lost: the LAPTOP revokes it (the phone added it). Both the laptop and
+    // the phone drop it, and the two keep syncing without it.
+    let listed = membrane(&laptop_dir, &["--json", "devices"]).data();
+    assert_eq!(listed.as_array().map(Vec::len), Some(3), "{listed}");
+    let revoke = membrane(&laptop_dir, &["--json", "devices", "revoke", "tablet"]);
+    assert_eq!(revoke.code, 0, "{}", revoke.stderr);
+    let peers = |dir: &Path| -> Vec<Value> {
+        membrane(dir, &["--json", "status"]).data()["peers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    wait_for("the laptop and the phone to drop the tablet", || {
+        [&laptop_dir, &phone_dir]
+            .iter()
+            .all(|dir| !peers(dir).contains(&json!(tablet_device)))
+    });
+    let set = membrane(&laptop_dir, &["doc", "set", "calendar", "/sunday", "rest"]);
+    assert_eq!(set.code, 0, "{}", set.stderr);
+    wait_for("the phone to keep syncing with the laptop", || {
+        whole(&phone_dir, &calendar).is_some_and(|doc| doc["sunday"] == "rest")
+    });
+    assert!(
+        whole(&tablet_dir, &calendar).is_some_and(|doc| doc.get("sunday").is_none()),
+        "nothing reaches the revoked tablet"
+    );
+    let refused = membrane(&laptop_dir, &["devices", "revoke", &laptop.device]);
+    assert_eq!(refused.code, 3, "a device cannot revoke itself");
+
     tablet.stop();
     phone.stop();
     laptop.stop();
