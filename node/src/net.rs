@@ -58,6 +58,9 @@ impl Traffic {
     }
 }
 
+/// How long one attempt to open a sync stream may take.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Frames queued for one peer before the peer counts as too slow and is cut off.
 const WRITE_QUEUE: usize = 64;
 
@@ -418,6 +421,16 @@ impl NetActor {
             }
             let _ = write_half.close().await;
         });
+        // `Opened` must reach the repo before any frame of this session: both travel on the
+        // same channel, so send it before the reader starts.
+        let _ = self
+            .events
+            .send(NetEvent::Opened {
+                session,
+                peer: did,
+                role,
+            })
+            .await;
         let events = self.events.clone();
         let internal = self.internal_tx.clone();
         let traffic = self.traffic.clone();
@@ -460,14 +473,6 @@ impl NetActor {
             },
         );
         self.by_peer.insert(peer, session);
-        let _ = self
-            .events
-            .send(NetEvent::Opened {
-                session,
-                peer: did,
-                role,
-            })
-            .await;
     }
 
     fn open_stream(&mut self, peer: PeerId) {
@@ -477,17 +482,21 @@ impl NetActor {
         let mut control = self.control.clone();
         let internal = self.internal_tx.clone();
         tokio::spawn(async move {
-            let message = match control
-                .open_stream(peer, StreamProtocol::new(PROTOCOL))
-                .await
-            {
-                Ok(stream) => Internal::Stream {
+            // Bounded: libp2p-stream can leave a request pending forever when it races the
+            // connection's setup; the next redial tick tries again.
+            let attempt = control.open_stream(peer, StreamProtocol::new(PROTOCOL));
+            let message = match tokio::time::timeout(OPEN_TIMEOUT, attempt).await {
+                Ok(Ok(stream)) => Internal::Stream {
                     peer,
                     stream,
                     role: Role::Initiator,
                 },
-                Err(error) => {
+                Ok(Err(error)) => {
                     tracing::debug!(%peer, %error, "cannot open a sync stream");
+                    Internal::OpenFailed { peer }
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "opening a sync stream timed out");
                     Internal::OpenFailed { peer }
                 }
             };
@@ -512,9 +521,11 @@ impl NetActor {
                         .iter()
                         .filter(|p| !matches!(p, Protocol::P2p(_)))
                         .collect();
-                    self.connected_addrs.insert(bare, peer_id);
+                    // Remember the address both with and without `/p2p/…`, whichever form
+                    // it was dialed in, so the redial tick sees it connected.
                     self.connected_addrs
-                        .insert(addr.with(Protocol::P2p(peer_id)), peer_id);
+                        .insert(bare.clone().with(Protocol::P2p(peer_id)), peer_id);
+                    self.connected_addrs.insert(bare, peer_id);
                     self.dialed.insert(peer_id);
                     self.open_stream(peer_id);
                 }

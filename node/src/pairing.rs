@@ -351,18 +351,19 @@ pub async fn request_link(
         }
     });
     let exchange = async {
+        // Each attempt is bounded: libp2p-stream can leave a request pending forever when it
+        // races the connection's setup.
         let mut stream = loop {
-            match control
-                .open_stream(inviter_peer, StreamProtocol::new(PAIR_PROTOCOL))
-                .await
-            {
-                Ok(stream) => break stream,
-                Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)) => {
+            let attempt = control.open_stream(inviter_peer, StreamProtocol::new(PAIR_PROTOCOL));
+            match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+                Ok(Ok(stream)) => break stream,
+                Ok(Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_))) => {
                     return Err(JoinError::Protocol(
                         "the device does not accept pairing".into(),
                     ));
                 }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(_) => {}
             }
         };
         let request = PairRequest {
