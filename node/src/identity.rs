@@ -204,6 +204,22 @@ impl LinkBundle {
     }
 }
 
+/// Refuses an initialized data dir, else creates it and its identity folder (mode 0700).
+fn prepare_new(dir: &DataDir) -> Result<PathBuf, IdentityError> {
+    if dir.is_initialized() {
+        return Err(IdentityError::AlreadyInitialized(dir.path().to_path_buf()));
+    }
+    let identity_dir = dir.root.join(IDENTITY_DIR);
+    for path in [&dir.root, &identity_dir] {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path)
+            .map_err(io_error("create directory", path))?;
+    }
+    Ok(identity_dir)
+}
+
 fn base64_url(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -213,17 +229,7 @@ impl DeviceIdentity {
     /// Creates a new person (root key) and this device's key in `dir`, with the two
     /// delegations root → device. Refuses to touch a data dir that already has a key.
     pub fn init(dir: &DataDir, now: UnixTime) -> Result<Self, IdentityError> {
-        if dir.is_initialized() {
-            return Err(IdentityError::AlreadyInitialized(dir.path().to_path_buf()));
-        }
-        let identity_dir = dir.root.join(IDENTITY_DIR);
-        for path in [&dir.root, &identity_dir] {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(path)
-                .map_err(io_error("create directory", path))?;
-        }
+        let identity_dir = prepare_new(dir)?;
         let root_key = SecretKey::from_seed(random::bytes()?);
         let device = SecretKey::from_seed(random::bytes()?);
         let everything = capability::command(capability::ALL);
@@ -274,17 +280,7 @@ impl DeviceIdentity {
 
     /// Creates only this device's key, for a device that another device will link.
     pub fn init_joining(dir: &DataDir) -> Result<SecretKey, IdentityError> {
-        if dir.is_initialized() {
-            return Err(IdentityError::AlreadyInitialized(dir.path().to_path_buf()));
-        }
-        let identity_dir = dir.root.join(IDENTITY_DIR);
-        for path in [&dir.root, &identity_dir] {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(path)
-                .map_err(io_error("create directory", path))?;
-        }
+        let identity_dir = prepare_new(dir)?;
         let device = SecretKey::from_seed(random::bytes()?);
         write_new(
             &dir.identity_file(DEVICE_KEY),

@@ -732,22 +732,10 @@ impl RepoActor {
                 name,
                 content,
                 reply,
-            } => match self.create(name, content).await {
-                Ok((id, pending)) => {
-                    tokio::spawn(async move {
-                        for p in pending {
-                            if let Err(error) = p.durable().await {
-                                let _ = reply.send(Err(error.into()));
-                                return;
-                            }
-                        }
-                        let _ = reply.send(Ok(id));
-                    });
-                }
-                Err(error) => {
-                    let _ = reply.send(Err(error));
-                }
-            },
+            } => {
+                let result = self.create(name, content).await;
+                reply_when_durable(result, reply);
+            }
             RepoCommand::Get { doc, path, reply } => {
                 let result = self.resolve(&doc).and_then(|id| {
                     let doc = self.hub.docs().get(&id).expect("resolved");
@@ -833,22 +821,8 @@ impl RepoActor {
                 let _ = reply.send(Ok(devices));
             }
             RepoCommand::RevokeDevice { target, reply } => {
-                match self.revoke_device(&target).await {
-                    Ok((revoked, pending)) => {
-                        tokio::spawn(async move {
-                            for p in pending {
-                                if let Err(error) = p.durable().await {
-                                    let _ = reply.send(Err(error.into()));
-                                    return;
-                                }
-                            }
-                            let _ = reply.send(Ok(revoked));
-                        });
-                    }
-                    Err(error) => {
-                        let _ = reply.send(Err(error));
-                    }
-                }
+                let result = self.revoke_device(&target).await;
+                reply_when_durable(result, reply);
             }
         }
     }
@@ -1089,22 +1063,7 @@ impl RepoActor {
     }
 
     fn answer_unit_when_durable(&self, result: Result<Vec<Pending>, NodeError>, reply: Reply<()>) {
-        match result {
-            Err(error) => {
-                let _ = reply.send(Err(error));
-            }
-            Ok(pending) => {
-                tokio::spawn(async move {
-                    for p in pending {
-                        if let Err(error) = p.durable().await {
-                            let _ = reply.send(Err(error.into()));
-                            return;
-                        }
-                    }
-                    let _ = reply.send(Ok(()));
-                });
-            }
-        }
+        reply_when_durable(result.map(|pending| ((), pending)), reply);
     }
 
     fn answer_when_durable(
@@ -1191,6 +1150,30 @@ fn index_name(index: &Automerge, key: &str) -> Option<String> {
             _ => None,
         },
         _ => None,
+    }
+}
+
+/// Answers `reply` with the value once every queued write is durable (or with the first
+/// failure).
+fn reply_when_durable<T: Send + 'static>(
+    result: Result<(T, Vec<Pending>), NodeError>,
+    reply: Reply<T>,
+) {
+    match result {
+        Err(error) => {
+            let _ = reply.send(Err(error));
+        }
+        Ok((value, pending)) => {
+            tokio::spawn(async move {
+                for p in pending {
+                    if let Err(error) = p.durable().await {
+                        let _ = reply.send(Err(error.into()));
+                        return;
+                    }
+                }
+                let _ = reply.send(Ok(value));
+            });
+        }
     }
 }
 
