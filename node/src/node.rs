@@ -185,6 +185,7 @@ impl Node {
             quarantined: loaded.quarantined,
             identity: Arc::new(identity.clone()),
             revocations_dirty: true,
+            awaiting_hello: HashMap::new(),
             listen_tx,
             traffic: traffic.clone(),
         };

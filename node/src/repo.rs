@@ -149,6 +149,9 @@ pub struct DocStatus {
     pub syncing_with: Vec<String>,
 }
 
+/// How long a peer has to complete `Hello` before its session is closed.
+const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Most queued changes to one document applied and persisted together.
 const MAX_EDIT_BATCH: usize = 1024;
 
@@ -245,6 +248,8 @@ pub(crate) struct RepoActor {
     pub(crate) identity: std::sync::Arc<crate::identity::DeviceIdentity>,
     /// The registry changed: recompute the revocation set before the next input.
     pub(crate) revocations_dirty: bool,
+    /// Sessions still waiting for the peer's `Hello`, and since when.
+    pub(crate) awaiting_hello: HashMap<SessionId, std::time::Instant>,
 }
 
 /// The id of a person's index document (document names and metadata), the same on all of
@@ -278,10 +283,12 @@ fn heads_hex(doc: &Automerge) -> Vec<String> {
 impl RepoActor {
     pub(crate) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         self.refresh_revocations().await;
+        let mut sweep = tokio::time::interval(HELLO_TIMEOUT / 4);
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
+                _ = sweep.tick() => self.close_silent_sessions().await,
                 Some(event) = self.net_events.recv() => self.on_net(event).await,
                 command = self.commands.recv() => match command {
                     Some(RepoCommand::Edit { doc, edit, reply }) => {
@@ -334,6 +341,8 @@ impl RepoActor {
                     .cloned()
                     .unwrap_or_default();
                 self.sessions.insert(session, peer);
+                self.awaiting_hello
+                    .insert(session, std::time::Instant::now());
                 self.hub_input(Input::Opened {
                     session,
                     peer,
@@ -346,6 +355,7 @@ impl RepoActor {
                 self.hub_input(Input::Received { session, frame }).await;
             }
             NetEvent::Closed { session, reason } => {
+                self.awaiting_hello.remove(&session);
                 if let Some(peer) = self.sessions.remove(&session) {
                     tracing::info!(peer = %peer.fmt_short(), %reason, "session closed");
                 }
@@ -382,7 +392,8 @@ impl RepoActor {
                         })
                         .await;
                 }
-                Effect::Authorized { peer, .. } => {
+                Effect::Authorized { peer, session } => {
+                    self.awaiting_hello.remove(&session);
                     tracing::info!(peer = %peer, "device connected");
                     let now = time::now();
                     let record = DeviceRecord {
@@ -458,6 +469,30 @@ impl RepoActor {
                     }
                 }
             }
+        }
+    }
+
+    /// Closes sessions whose peer has not completed `Hello` within [`HELLO_TIMEOUT`]: a
+    /// silent peer must not hold a session (and a connection slot) open.
+    async fn close_silent_sessions(&mut self) {
+        let silent: Vec<SessionId> = self
+            .awaiting_hello
+            .iter()
+            .filter(|(_, since)| since.elapsed() > HELLO_TIMEOUT)
+            .map(|(session, _)| *session)
+            .collect();
+        for session in silent {
+            self.awaiting_hello.remove(&session);
+            let peer = self.sessions.remove(&session);
+            tracing::warn!(peer = ?peer.map(|p| p.to_string()), "no Hello in time; closing");
+            self.hub_input(Input::Closed { session }).await;
+            let _ = self
+                .net
+                .send(NetCommand::Close {
+                    session,
+                    disconnect: true,
+                })
+                .await;
         }
     }
 

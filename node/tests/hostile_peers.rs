@@ -242,3 +242,21 @@ async fn hostile_peers_are_cut_off_with_nothing_while_devices_keep_syncing() {
     phone.shutdown().await;
     laptop.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_says_hello_is_cut_off() {
+    let temp = tempfile::tempdir().unwrap();
+    let laptop_dir = temp.path().join("laptop");
+    DeviceIdentity::init(&DataDir::new(&laptop_dir), time::now()).unwrap();
+    let laptop = Node::start(config(&laptop_dir)).await.unwrap();
+    let target = laptop.listen_addrs(2).await[0].clone();
+    let started = std::time::Instant::now();
+    // Opens a sync stream and stays silent: the node closes it (Hello timeout) without
+    // sending a byte.
+    let received = Rogue::new(&SecretKey::from_seed([8; 32]))
+        .exchange(&target, Vec::new())
+        .await;
+    assert!(received.is_empty());
+    eprintln!("a silent peer was cut off after {:?}", started.elapsed());
+    laptop.shutdown().await;
+}
