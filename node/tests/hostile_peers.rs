@@ -2,28 +2,23 @@
 //! out-of-order frames. Each is cut off having received nothing, while the person's own
 //! devices keep syncing.
 
+mod common;
+
+use common::{PATIENCE, config, eventually};
+
 use std::time::Duration;
 
 use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
 use libp2p::{
     Multiaddr, StreamProtocol, Swarm, SwarmBuilder, noise, swarm::SwarmEvent, tcp, yamux,
 };
-use membrane_node::{Config, DataDir, DeviceIdentity, Node, NodeHandle, time};
+use membrane_node::{DataDir, DeviceIdentity, Node, NodeHandle, time};
 use membrane_protocol::{
     SecretKey,
     sync::wire::{DocMessage, Frame, PROTOCOL, PROTOCOL_VERSION},
 };
 use serde_bytes::ByteBuf;
 use serde_json::json;
-
-const PATIENCE: Duration = Duration::from_secs(60);
-
-fn config(dir: &std::path::Path) -> Config {
-    let mut config = Config::loopback(dir);
-    config.control_socket = false;
-    config.redial_interval = Duration::from_millis(300);
-    config
-}
 
 /// A bare libp2p peer that speaks whatever bytes the test wants on `/membrane/sync/1`.
 struct Rogue {
@@ -101,21 +96,6 @@ fn hello_with(chain: &[membrane_protocol::ucan::Delegation]) -> Frame {
             .iter()
             .map(|d| ByteBuf::from(d.as_bytes().to_vec()))
             .collect(),
-    }
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -1,10 +1,14 @@
 //! Pairing new devices over real libp2p connections on loopback: the happy path through
 //! three devices, and every way a pairing must fail.
 
+mod common;
+
+use common::{config, eventually};
+
 use std::time::Duration;
 
 use membrane_node::{
-    Config, DataDir, DeviceIdentity, Node, NodeHandle,
+    DataDir, DeviceIdentity, Node, NodeHandle,
     pairing::{InviteEvent, JoinError, join, request_link},
     time,
 };
@@ -13,30 +17,6 @@ use membrane_protocol::{
     pairing::{PairingTicket, proof},
 };
 use serde_json::json;
-
-const PATIENCE: Duration = Duration::from_secs(60);
-
-fn config(dir: &std::path::Path) -> Config {
-    let mut config = Config::loopback(dir);
-    config.control_socket = false;
-    config.redial_interval = Duration::from_millis(300);
-    config
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 async fn has(node: &NodeHandle, doc: &str, path: &str, expected: serde_json::Value) -> bool {
     node.get(doc, path).await.ok().flatten() == Some(expected)

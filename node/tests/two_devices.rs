@@ -1,20 +1,14 @@
 //! Two real nodes of one person on loopback: they find each other by address, sync,
 //! converge after offline edits, and catch up after a restart. A stranger gets nothing.
 
+mod common;
+
+use common::{config, eventually};
+
 use std::time::Duration;
 
-use membrane_node::{Config, DataDir, DeviceIdentity, Node, NodeHandle, time};
+use membrane_node::{DataDir, DeviceIdentity, Node, NodeHandle, time};
 use serde_json::json;
-
-/// Generous: CI machines are slow and busy.
-const PATIENCE: Duration = Duration::from_secs(60);
-
-fn config(dir: &std::path::Path) -> Config {
-    let mut config = Config::loopback(dir);
-    config.control_socket = false;
-    config.redial_interval = Duration::from_millis(300);
-    config
-}
 
 /// Makes `laptop` (with the root) and a linked `phone` in `base`.
 fn person(base: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -24,21 +18,6 @@ fn person(base: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let bundle = laptop_id.link(phone_key.did(), time::now()).unwrap();
     DeviceIdentity::accept_link(&DataDir::new(&phone), &bundle, time::now()).unwrap();
     (laptop, phone)
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn value(node: &NodeHandle, doc: &str, path: &str) -> Option<serde_json::Value> {

@@ -49,6 +49,11 @@ pub const ARG_PATH: &str = "path";
 pub const ARG_TYPE: &str = "type";
 
 /// Parses one of the constants above (or any valid command).
+///
+/// # Panics
+///
+/// On text that is not a valid command: this is for the fixed constants of this module,
+/// never for input (parse that with `str::parse::<Command>`).
 pub fn command(text: &str) -> Command {
     text.parse()
         .unwrap_or_else(|error| panic!("{text:?} is not a valid command: {error}"))
