@@ -186,6 +186,7 @@ impl Node {
             identity: Arc::new(identity.clone()),
             revocations_dirty: true,
             awaiting_hello: HashMap::new(),
+            refused: Default::default(),
             listen_tx,
             traffic: traffic.clone(),
         };

@@ -11,7 +11,10 @@ use automerge::{ActorId, Automerge, ROOT, ReadDoc as _, transaction::Transactabl
 use libp2p::Multiaddr;
 use membrane_protocol::{
     Did, DocumentId,
-    sync::{CloseReason, Effect, Input, SessionId, SyncHub},
+    sync::{
+        CloseReason, Effect, Input, SessionId, SyncHub,
+        gate::{Cutoff, RevokedAuthors, cutoff_of},
+    },
 };
 use serde::Serialize;
 use serde_json::{Value as Json, json};
@@ -104,7 +107,31 @@ pub struct Status {
     pub documents: Vec<DocStatus>,
     /// Documents that failed to load.
     pub quarantined: Vec<(String, String)>,
+    /// The latest changes kept out of documents, newest last, and why.
+    pub refused: Vec<RefusedEntry>,
 }
+
+/// A change a peer sent that was kept out of a document.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefusedEntry {
+    /// When (Unix seconds).
+    pub at: u64,
+    /// The peer that sent it (not necessarily its author).
+    pub from: String,
+    /// The document.
+    pub doc: String,
+    /// The change's hash (hex).
+    pub change: String,
+    /// Its author (actor id, hex).
+    pub actor: String,
+    /// Its sequence number.
+    pub seq: u64,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+/// How many refusals `status` remembers.
+const REFUSALS_KEPT: usize = 100;
 
 /// A device in the registry.
 #[derive(Debug, Clone, Serialize)]
@@ -250,6 +277,8 @@ pub(crate) struct RepoActor {
     pub(crate) revocations_dirty: bool,
     /// Sessions still waiting for the peer's `Hello`, and since when.
     pub(crate) awaiting_hello: HashMap<SessionId, std::time::Instant>,
+    /// The latest refused changes, at most [`REFUSALS_KEPT`].
+    pub(crate) refused: std::collections::VecDeque<RefusedEntry>,
 }
 
 /// The id of a person's index document (document names and metadata), the same on all of
@@ -460,6 +489,26 @@ impl RepoActor {
                     entry.push((doc, state.clone()));
                     if let Ok(pending) = self.store.enqueue_sync_state(&peer, doc, state).await {
                         watch_failure(pending, doc);
+                    }
+                }
+                Effect::Refused { peer, doc, changes } => {
+                    for change in changes {
+                        tracing::warn!(
+                            %peer, %doc, actor = %change.actor, seq = change.seq,
+                            reason = %change.reason, "refused a change"
+                        );
+                        if self.refused.len() == REFUSALS_KEPT {
+                            self.refused.pop_front();
+                        }
+                        self.refused.push_back(RefusedEntry {
+                            at: time::now(),
+                            from: peer.to_string(),
+                            doc: doc.to_string(),
+                            change: hex(&change.hash.0),
+                            actor: change.actor.to_hex_string(),
+                            seq: change.seq,
+                            reason: change.reason.to_string(),
+                        });
                     }
                 }
                 Effect::DocumentPoisoned { doc } => {
@@ -948,6 +997,13 @@ impl RepoActor {
             .iter()
             .map(Delegation::cid)
             .collect();
+        // What this device holds of the revoked device's changes stays; anything later is
+        // refused everywhere (see `membrane_protocol::sync::gate`).
+        let device: Did = entry
+            .did
+            .parse()
+            .map_err(|e| NodeError::Invalid(format!("registry entry {}: {e}", entry.did)))?;
+        let cutoff = cutoff_to_json(&cutoff_of(&device, self.hub.docs()));
         let mut revoked = Vec::new();
         let mut pending = Vec::new();
         for field in ["authority", "powerline"] {
@@ -968,6 +1024,7 @@ impl RepoActor {
                 "revoked_chain": theirs.iter().map(|d| encode_base64(d.as_bytes())).collect::<Vec<_>>(),
                 "by": self.device.to_string(),
                 "at": time::now(),
+                "cutoff": cutoff,
             });
             let key = format!("/revocation:{}", last.cid());
             revoked.push(last.cid().to_string());
@@ -1005,6 +1062,7 @@ impl RepoActor {
         };
         let now = time::now();
         let mut set = RevocationSet::new();
+        let mut authors = RevokedAuthors::new();
         // Only the `revocation:` entries are read, field by field: the registry shares the
         // index document with every document's name, and is read on each change to it.
         for key in index.keys(ROOT).filter(|k| k.starts_with("revocation:")) {
@@ -1059,12 +1117,17 @@ impl RepoActor {
             ) {
                 Ok(()) => {
                     set.insert(revocation.revoked());
+                    if let Some(revoked) = revoked_chain.last() {
+                        let cutoff = read_cutoff(index, &entry);
+                        authors.insert(revoked.payload().audience, cutoff);
+                    }
                 }
                 Err(error) => {
                     tracing::warn!(%key, %error, "ignoring a revocation that does not verify")
                 }
             }
         }
+        self.hub.set_revoked_authors(authors);
         let effects = self.hub.set_revocations(set);
         self.carry_out(effects).await;
     }
@@ -1172,8 +1235,66 @@ impl RepoActor {
                 .iter()
                 .map(|(id, why)| (id.to_string(), why.clone()))
                 .collect(),
+            refused: self.refused.iter().cloned().collect(),
         }
     }
+}
+
+/// A cutoff as stored in a revocation record: `{document id: {actor hex: seq}}`.
+fn cutoff_to_json(cutoff: &Cutoff) -> Json {
+    cutoff
+        .iter()
+        .map(|(doc, actors)| {
+            let actors: serde_json::Map<String, Json> = actors
+                .iter()
+                .map(|(actor, seq)| (actor.to_hex_string(), json!(seq)))
+                .collect();
+            (doc.to_string(), Json::Object(actors))
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// Reads the cutoff of a revocation record (the `cutoff` field of `entry` in the index),
+/// skipping parts that do not parse.
+fn read_cutoff(index: &Automerge, entry: &automerge::ObjId) -> Cutoff {
+    use automerge::{ScalarValue, Value};
+    let mut cutoff = Cutoff::new();
+    let Ok(Some((_, docs))) = index.get(entry, "cutoff") else {
+        return cutoff;
+    };
+    for doc in index.keys(&docs) {
+        let (Ok(id), Ok(Some((_, actors)))) = (doc.parse::<DocumentId>(), index.get(&docs, &doc))
+        else {
+            continue;
+        };
+        let actors = index
+            .keys(&actors)
+            .filter_map(|actor| {
+                let seq = match index.get(&actors, &actor).ok()??.0 {
+                    Value::Scalar(v) => match v.as_ref() {
+                        ScalarValue::Uint(n) => *n,
+                        ScalarValue::Int(n) => u64::try_from(*n).ok()?,
+                        _ => return None,
+                    },
+                    Value::Object(_) => return None,
+                };
+                Some((ActorId::from(hex_decode(&actor)?), seq))
+            })
+            .collect();
+        cutoff.insert(id, actors);
+    }
+    cutoff
+}
+
+fn hex_decode(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// The name recorded for a document key in the index document.

@@ -277,3 +277,120 @@ async fn bad_pairings_fail_clearly_and_change_nothing() {
     assert!("hello".parse::<PairingTicket>().is_err());
     laptop.shutdown().await;
 }
+
+/// Pairs a new device named `name` with `inviter` and returns its data dir (not started).
+async fn pair_with(inviter: &NodeHandle, base: &std::path::Path, name: &str) -> DataDir {
+    let (ticket, mut events) = inviter.invite(600, Some(name.into())).await.unwrap();
+    let dir = joining_device(base, name);
+    join(&dir, &ticket, None).await.unwrap();
+    assert!(matches!(
+        events.recv().await,
+        Some(InviteEvent::Joined { .. })
+    ));
+    dir
+}
+
+async fn start(dir: &std::path::Path, peers: Vec<libp2p::Multiaddr>) -> NodeHandle {
+    let mut config = config(dir);
+    config.peers = peers;
+    Node::start(config).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_phones_later_changes_are_refused_when_another_device_relays_them() {
+    let temp = tempfile::tempdir().unwrap();
+    let laptop_dir = temp.path().join("laptop");
+    DeviceIdentity::init(&DataDir::new(&laptop_dir), time::now()).unwrap();
+    let laptop = start(&laptop_dir, vec![]).await;
+    let notes = laptop
+        .create_doc(Some("notes".into()), Some(json!({"title": "groceries"})))
+        .await
+        .unwrap()
+        .to_string();
+    let phone_dir = pair_with(&laptop, temp.path(), "phone").await;
+    let pi_dir = pair_with(&laptop, temp.path(), "pi").await;
+    let laptop_addrs = laptop.listen_addrs(1).await;
+    let phone = start(phone_dir.path(), laptop_addrs.clone()).await;
+    let pi = start(pi_dir.path(), laptop_addrs).await;
+    eventually("the phone has the notes", || {
+        has(&phone, &notes, "/title", json!("groceries"))
+    })
+    .await;
+    phone
+        .set(&notes, "/before", json!("written while trusted"))
+        .await
+        .unwrap();
+    for node in [&laptop, &pi] {
+        eventually("the phone's edit everywhere", || {
+            has(node, &notes, "/before", json!("written while trusted"))
+        })
+        .await;
+    }
+
+    // Apart: the phone and the Pi see each other, the laptop sees no one.
+    for node in [&laptop, &phone, &pi] {
+        node.shutdown().await;
+    }
+    let laptop = start(&laptop_dir, vec![]).await;
+    let phone = start(phone_dir.path(), vec![]).await;
+    let pi = start(pi_dir.path(), phone.listen_addrs(1).await).await;
+    let phone_did = phone.device().to_string();
+    eventually("the Pi reaches the phone", || async {
+        pi.status().await.unwrap().peers.contains(&phone_did)
+    })
+    .await;
+
+    // The phone is stolen; the laptop revokes it. The thief writes, and the Pi, not yet
+    // told, takes the change.
+    laptop.revoke_device("phone").await.unwrap();
+    phone
+        .set(&notes, "/after", json!("written by the thief"))
+        .await
+        .unwrap();
+    eventually("the thief's edit reaches the Pi", || {
+        has(&pi, &notes, "/after", json!("written by the thief"))
+    })
+    .await;
+    let pi_doc = pi
+        .create_doc(Some("pi-log".into()), Some(json!({"uptime": 3})))
+        .await
+        .unwrap()
+        .to_string();
+
+    // The laptop meets the Pi: the Pi learns of the revocation and drops the phone; the
+    // laptop keeps the thief's edit out although an honest device relays it, and still
+    // takes the Pi's own document.
+    laptop
+        .dial(pi.listen_addrs(1).await[0].clone())
+        .await
+        .unwrap();
+    eventually("the Pi drops the phone", || async {
+        !pi.status().await.unwrap().peers.contains(&phone_did)
+    })
+    .await;
+    eventually("the laptop has the Pi's document", || {
+        has(&laptop, &pi_doc, "/uptime", json!(3))
+    })
+    .await;
+    eventually("the laptop refuses the relayed edit", || async {
+        laptop
+            .status()
+            .await
+            .unwrap()
+            .refused
+            .iter()
+            .any(|r| r.doc == notes && r.reason.contains(&phone_did))
+    })
+    .await;
+    let refused = laptop.status().await.unwrap().refused;
+    let pi_did = pi.device().to_string();
+    assert!(refused.iter().all(|r| r.from == pi_did), "{refused:?}");
+    assert_eq!(laptop.get(&notes, "/after").await.unwrap(), None);
+    assert_eq!(
+        laptop.get(&notes, "/before").await.unwrap(),
+        Some(json!("written while trusted"))
+    );
+    for node in [laptop, phone, pi] {
+        node.shutdown().await;
+    }
+}

@@ -3,17 +3,27 @@
 
 use std::collections::VecDeque;
 
-use automerge::{Automerge, AutomergeError, ROOT, ReadDoc as _, transaction::Transactable as _};
+use automerge::{
+    ActorId, Automerge, AutomergeError, ROOT, ReadDoc as _, transaction::Transactable as _,
+};
 use membrane_protocol::{
     DocumentId, SecretKey,
-    sync::{DocSet, Effect, HubConfig, Input, Role, SessionId, SyncHub, wire::Frame},
-    ucan::{Command, Delegation, DelegationBuilder},
+    sync::{
+        DocSet, Effect, HubConfig, Input, Role, SessionId, SyncHub,
+        gate::{Cutoff, RefusedChange, RevokedAuthors, cutoff_of},
+        wire::Frame,
+    },
+    ucan::{Command, Delegation, DelegationBuilder, RevocationSet},
 };
 
 const NOW: u64 = 1_800_000_000;
 
 struct Device {
     hub: SyncHub,
+    /// The authority delegation root → device.
+    authority: Delegation,
+    /// An actor id bound to the device key, as the node makes them.
+    actor: ActorId,
 }
 
 fn device(root: &SecretKey, seed: u8) -> Device {
@@ -22,15 +32,19 @@ fn device(root: &SecretKey, seed: u8) -> Device {
         .nonce(vec![seed; 12])
         .sign(root)
         .unwrap();
+    let mut actor = key.did().as_bytes().to_vec();
+    actor.extend([seed; 4]);
     let config = HubConfig {
         me: key.did(),
         root: root.did(),
-        chain: vec![authority],
+        chain: vec![authority.clone()],
         clock_skew: 60,
         max_frame_size: 1 << 20,
     };
     Device {
         hub: SyncHub::new(config, DocSet::new()),
+        authority,
+        actor: ActorId::from(actor),
     }
 }
 
@@ -46,7 +60,9 @@ fn put(device: &mut Device, doc: DocumentId, key: &str, value: &str) -> Vec<Effe
     if !device.hub.docs().contains(&doc) {
         device.hub.docs_mut().insert(doc, Automerge::new());
     }
+    let actor = device.actor.clone();
     device.hub.docs_mut().update(&doc, |d| {
+        d.set_actor(actor);
         d.transact::<_, _, AutomergeError>(|tx| tx.put(ROOT, key, value).map(|_| ()))
             .unwrap();
     });
@@ -67,6 +83,7 @@ struct Wire {
     bytes: usize,
     doc_frames_to_b: usize,
     closes: Vec<String>,
+    refused: Vec<RefusedChange>,
     /// Alternations of direction with data in flight, i.e. half round trips.
     legs: usize,
 }
@@ -107,6 +124,7 @@ fn connect(a: &mut Device, b: &mut Device) -> Wire {
         false,
     );
     while !to_a.is_empty() || !to_b.is_empty() {
+        assert!(wire.legs < 1_000, "the hubs never fall quiet");
         if !to_b.is_empty() {
             wire.legs += 1;
         }
@@ -145,6 +163,7 @@ fn route(wire: &mut Wire, effects: Vec<Effect>, out: &mut VecDeque<Vec<u8>>, tow
                 out.push_back(frame);
             }
             Effect::Close { reason, .. } => wire.closes.push(reason.to_string()),
+            Effect::Refused { changes, .. } => wire.refused.extend(changes),
             _ => {}
         }
     }
@@ -274,4 +293,74 @@ fn malformed_and_out_of_order_frames_close_the_session() {
         matches!(&effects[..], [Effect::Close { reason, .. }] if reason.to_string().contains("before Hello")),
         "{effects:?}"
     );
+}
+
+fn revoke(device: &mut Device, revoked: &Device, cutoff: Cutoff) {
+    let mut set = RevocationSet::new();
+    set.insert(revoked.authority.cid());
+    device.hub.set_revocations(set);
+    let mut authors = RevokedAuthors::new();
+    authors.insert(revoked.hub.me(), cutoff);
+    device.hub.set_revoked_authors(authors);
+}
+
+#[test]
+fn a_revoked_devices_later_changes_are_refused_even_when_relayed() {
+    let root = SecretKey::from_seed([100; 32]);
+    let (mut laptop, mut phone, mut pi) = (device(&root, 1), device(&root, 2), device(&root, 3));
+    let notes = doc_id(1);
+    put(&mut phone, notes, "before", "written while trusted");
+    connect(&mut phone, &mut laptop);
+    connect(&mut phone, &mut pi);
+    assert_eq!(
+        get(&laptop, notes, "before").as_deref(),
+        Some("written while trusted")
+    );
+
+    // The phone is lost; the laptop revokes it while the Pi is out of reach. The phone
+    // then writes, and the Pi, not yet told, takes the change.
+    let cutoff = cutoff_of(&phone.hub.me(), laptop.hub.docs());
+    revoke(&mut laptop, &phone, cutoff.clone());
+    put(&mut phone, notes, "after", "written by a thief");
+    put(
+        &mut phone,
+        doc_id(2),
+        "new",
+        "a document started by the thief",
+    );
+    connect(&mut phone, &mut pi);
+    assert_eq!(
+        get(&pi, notes, "after").as_deref(),
+        Some("written by a thief")
+    );
+
+    // The Pi meets the laptop: the laptop keeps the phone's later changes out, whoever
+    // relays them, and the session stays up (the Pi is honest).
+    put(&mut pi, notes, "pi", "still syncing");
+    let wire = connect(&mut pi, &mut laptop);
+    assert!(wire.closes.is_empty(), "{:?}", wire.closes);
+    let refused: Vec<_> = wire
+        .refused
+        .iter()
+        .map(|r| (r.actor.clone(), r.seq))
+        .collect();
+    assert!(refused.contains(&(phone.actor.clone(), 2)), "{refused:?}");
+    assert!(refused.iter().all(|(actor, _)| actor == &phone.actor));
+    assert_eq!(get(&laptop, notes, "after"), None);
+    assert_eq!(get(&laptop, doc_id(2), "new"), None);
+    assert_eq!(
+        get(&laptop, notes, "before").as_deref(),
+        Some("written while trusted")
+    );
+    // The laptop's own and the Pi's concurrent edits still flow both ways.
+    put(&mut laptop, doc_id(3), "laptop", "fine");
+    let wire = connect(&mut laptop, &mut pi);
+    assert!(wire.closes.is_empty(), "{:?}", wire.closes);
+    assert_eq!(get(&pi, doc_id(3), "laptop").as_deref(), Some("fine"));
+
+    // Once the Pi knows of the revocation too, the phone cannot even open a session there.
+    revoke(&mut pi, &phone, cutoff);
+    let wire = connect(&mut phone, &mut pi);
+    assert_eq!(wire.closes.len(), 1, "{:?}", wire.closes);
+    assert!(wire.closes[0].contains("Revoked"), "{:?}", wire.closes);
 }

@@ -43,6 +43,20 @@ pub(crate) fn run(_args: Args, data_dir: Option<PathBuf>, out: &mut Output) -> a
         for entry in status["quarantined"].as_array().into_iter().flatten() {
             writeln!(w, "QUARANTINED {}: {}", entry[0], entry[1])?;
         }
+        let refused = status["refused"].as_array().map_or(&[][..], Vec::as_slice);
+        if !refused.is_empty() {
+            writeln!(w, "refused changes (latest {}):", refused.len())?;
+            for r in refused.iter().rev().take(10) {
+                writeln!(
+                    w,
+                    "  {} seq {} from {}: {}",
+                    r["doc"].as_str().unwrap_or_default(),
+                    r["seq"],
+                    r["from"].as_str().unwrap_or_default(),
+                    r["reason"].as_str().unwrap_or_default()
+                )?;
+            }
+        }
         Ok(())
     })
 }

@@ -9,13 +9,14 @@ use std::{
 };
 
 use automerge::{
-    Automerge, ChangeHash,
+    Automerge, ChangeHash, ReadDoc as _,
     sync::{self, SyncDoc as _},
 };
 use serde_bytes::ByteBuf;
 
 use super::{
     docs::DocSet,
+    gate::{RefusedChange, RevokedAuthors, screen},
     wire::{BUCKETS, DocMessage, Entry, Frame, MAX_FRAME_SIZE, PROTOCOL_VERSION},
 };
 use crate::{
@@ -154,6 +155,15 @@ pub enum Effect {
         /// `sync::State::encode()`.
         state: Vec<u8>,
     },
+    /// Changes from a peer were kept out of a document (the rest of its data went in).
+    Refused {
+        /// The peer that sent them (not necessarily their author).
+        peer: Did,
+        /// The document.
+        doc: DocumentId,
+        /// What was kept out, and why.
+        changes: Vec<RefusedChange>,
+    },
     /// Applying a peer's message to a document panicked inside Automerge; the in-memory
     /// copy may be damaged and must be reloaded from storage.
     DocumentPoisoned {
@@ -199,6 +209,10 @@ struct Session {
     dirty: BTreeSet<DocumentId>,
     states: HashMap<DocumentId, sync::State>,
     persisted: HashMap<DocumentId, Vec<u8>>,
+    /// Documents in which we refused some of the peer's changes. The peer keeps offering
+    /// their heads and we keep lacking them, so Automerge's sync would ping-pong forever;
+    /// for these, a reply that carries no changes is not sent.
+    stalled: BTreeSet<DocumentId>,
 }
 
 impl Session {
@@ -213,6 +227,7 @@ pub struct SyncHub {
     docs: DocSet,
     sessions: BTreeMap<SessionId, Session>,
     revocations: RevocationSet,
+    revoked_authors: RevokedAuthors,
     /// Document messages gathered while handling one input, sent as few frames per session
     /// at its end.
     outbox: BTreeMap<SessionId, Vec<DocMessage>>,
@@ -245,6 +260,7 @@ impl SyncHub {
             docs,
             sessions: BTreeMap::new(),
             revocations: RevocationSet::new(),
+            revoked_authors: RevokedAuthors::new(),
             outbox: BTreeMap::new(),
         }
     }
@@ -285,6 +301,12 @@ impl SyncHub {
                 }
             })
             .collect()
+    }
+
+    /// Replaces the set of revoked devices whose changes past their cutoff are refused,
+    /// whichever peer relays them.
+    pub fn set_revoked_authors(&mut self, authors: RevokedAuthors) {
+        self.revoked_authors = authors;
     }
 
     /// Authorized peers with an open session.
@@ -331,6 +353,7 @@ impl SyncHub {
                         states: HashMap::new(),
                         persisted: persisted.into_iter().collect(),
                         chain: Vec::new(),
+                        stalled: BTreeSet::new(),
                     },
                 );
                 if role == Role::Initiator {
@@ -612,32 +635,44 @@ impl SyncHub {
         let before = self.docs.heads(&doc_id).map(<[ChangeHash]>::to_vec);
         match item {
             DocMessage::Snapshot { data, .. } => {
-                if before.is_none() {
-                    let loaded = catch_unwind(|| Automerge::load(&data))
-                        .map_err(|_| {
-                            CloseReason::Malformed("a snapshot crashed the loader".into())
-                        })?
-                        .map_err(|e| CloseReason::Malformed(format!("bad snapshot: {e}")))?;
-                    let heads = loaded.get_heads();
-                    self.docs.insert(doc_id, loaded);
-                    effects.push(Effect::StoreSnapshot {
-                        doc: doc_id,
-                        data: data.into_vec(),
-                    });
-                    if let Some(session) = self.sessions.get_mut(&id) {
-                        session.states.insert(doc_id, seeded_state(heads));
+                match self.screen(id, doc_id, [&data[..]], effects)? {
+                    Some(allowed) => {
+                        if before.is_none() {
+                            self.docs.insert(doc_id, Automerge::new());
+                        }
+                        self.apply(doc_id, |doc| load_chunks(doc, &allowed), effects)?;
                     }
-                } else {
-                    self.apply(
-                        doc_id,
-                        |doc| doc.load_incremental(&data).map(|_| ()),
-                        effects,
-                    )?;
+                    None if before.is_none() => {
+                        let loaded = catch_unwind(|| Automerge::load(&data))
+                            .map_err(|_| {
+                                CloseReason::Malformed("a snapshot crashed the loader".into())
+                            })?
+                            .map_err(|e| CloseReason::Malformed(format!("bad snapshot: {e}")))?;
+                        let heads = loaded.get_heads();
+                        self.docs.insert(doc_id, loaded);
+                        effects.push(Effect::StoreSnapshot {
+                            doc: doc_id,
+                            data: data.into_vec(),
+                        });
+                        if let Some(session) = self.sessions.get_mut(&id) {
+                            session.states.insert(doc_id, seeded_state(heads));
+                        }
+                    }
+                    None => {
+                        self.apply(
+                            doc_id,
+                            |doc| doc.load_incremental(&data).map(|_| ()),
+                            effects,
+                        )?;
+                    }
                 }
             }
             DocMessage::Sync { message, .. } => {
-                let message = sync::Message::decode(&message)
+                let mut message = sync::Message::decode(&message)
                     .map_err(|e| CloseReason::Malformed(format!("bad sync message: {e}")))?;
+                if let Some(allowed) = self.screen(id, doc_id, message.changes.iter(), effects)? {
+                    message.changes = allowed.into();
+                }
                 if before.is_none() {
                     self.docs.insert(doc_id, Automerge::new());
                 }
@@ -654,14 +689,52 @@ impl SyncHub {
             }
         }
         let after = self.docs.heads(&doc_id).map(<[ChangeHash]>::to_vec);
-        if after != before && before.is_some() {
+        if after != before {
             // `apply` stored the changes; tell the other peers.
             self.changed(doc_id, Some(id));
-        } else if before.is_none() {
-            self.changed(doc_id, Some(id));
         }
-        self.respond(id, doc_id, effects);
+        let stalled = self
+            .sessions
+            .get(&id)
+            .is_some_and(|s| s.stalled.contains(&doc_id));
+        self.respond(id, doc_id, effects, stalled && after == before);
         Ok(())
+    }
+
+    /// Keeps out of `doc_id` the changes in `chunks` that no one may bring in (today: those
+    /// of revoked devices past their cutoff). Returns the chunks to apply instead, or `None`
+    /// when all of them may go in as they are.
+    fn screen<'a>(
+        &mut self,
+        id: SessionId,
+        doc_id: DocumentId,
+        chunks: impl IntoIterator<Item = &'a [u8]>,
+        effects: &mut Vec<Effect>,
+    ) -> Result<Option<Vec<Vec<u8>>>, CloseReason> {
+        if self.revoked_authors.is_empty() {
+            return Ok(None);
+        }
+        let revoked = &self.revoked_authors;
+        let held = self.docs.get(&doc_id);
+        let screened = screen(chunks, |change| {
+            // What we already hold was judged when it came in.
+            if held.is_some_and(|doc| doc.get_change_by_hash(&change.hash()).is_some()) {
+                return None;
+            }
+            revoked.judge(&doc_id, change.actor_id(), change.seq())
+        })
+        .map_err(CloseReason::Malformed)?;
+        let Some(screened) = screened else {
+            return Ok(None);
+        };
+        let session = self.sessions.get_mut(&id).expect("present");
+        session.stalled.insert(doc_id);
+        effects.push(Effect::Refused {
+            peer: session.peer,
+            doc: doc_id,
+            changes: screened.refused,
+        });
+        Ok(Some(screened.allowed))
     }
 
     /// Applies a peer's data to a document, persisting what it added.
@@ -709,13 +782,21 @@ impl SyncHub {
 
     /// After receiving for `doc_id` on a session: answer if Automerge has more to say, or
     /// remember the common state once both sides agree.
-    fn respond(&mut self, id: SessionId, doc_id: DocumentId, effects: &mut Vec<Effect>) {
+    /// When `quiet`, a reply without changes is not sent (see `Session::stalled`).
+    fn respond(
+        &mut self,
+        id: SessionId,
+        doc_id: DocumentId,
+        effects: &mut Vec<Effect>,
+        quiet: bool,
+    ) {
         let Some(doc) = self.docs.get(&doc_id) else {
             return;
         };
         let session = self.sessions.get_mut(&id).expect("present");
         let state = session.states.entry(doc_id).or_default();
         match doc.generate_sync_message(state) {
+            Some(message) if quiet && message.changes.is_empty() => {}
             Some(message) => {
                 let item = DocMessage::Sync {
                     doc: doc_id,
@@ -789,6 +870,14 @@ impl SyncHub {
             self.queue(id, item);
         }
     }
+}
+
+/// Loads screened chunks one by one.
+fn load_chunks(doc: &mut Automerge, chunks: &[Vec<u8>]) -> Result<(), automerge::AutomergeError> {
+    for chunk in chunks {
+        doc.load_incremental(chunk)?;
+    }
+    Ok(())
 }
 
 /// A sync state for a peer known to hold exactly `heads`.

@@ -19,6 +19,7 @@
 //!    history). Later changes, local or from another peer, flow to every live session.
 
 mod docs;
+pub mod gate;
 mod hub;
 pub mod wire;
 
