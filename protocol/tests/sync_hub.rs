@@ -7,7 +7,7 @@ use automerge::{
     ActorId, Automerge, AutomergeError, ROOT, ReadDoc as _, transaction::Transactable as _,
 };
 use membrane_protocol::{
-    DocumentId, SecretKey,
+    DocumentId, SecretKey, capability,
     sync::{
         DocSet, Effect, HubConfig, Input, Role, SessionId, SyncHub,
         gate::{Cutoff, RefusedChange, RevokedAuthors, cutoff_of},
@@ -363,4 +363,150 @@ fn a_revoked_devices_later_changes_are_refused_even_when_relayed() {
     let wire = connect(&mut phone, &mut pi);
     assert_eq!(wire.closes.len(), 1, "{:?}", wire.closes);
     assert!(wire.closes[0].contains("Revoked"), "{:?}", wire.closes);
+}
+
+/// Sarah's laptop grants `grantee` (a device of another person) `command` on `doc`.
+fn grant(
+    owner_root: &SecretKey,
+    grantee: &Device,
+    command: &str,
+    doc: DocumentId,
+) -> Vec<Delegation> {
+    let delegation = DelegationBuilder::new(
+        owner_root.did(),
+        grantee.hub.me(),
+        capability::command(command),
+    )
+    .policy(capability::policy_for_document(&doc.to_string()))
+    .expiration(Some(NOW + 3_600))
+    .sign(owner_root)
+    .unwrap();
+    vec![delegation]
+}
+
+fn hold(device: &mut Device, chains: Vec<Vec<Delegation>>) {
+    let refused = device.hub.set_held_grants(NOW, chains);
+    assert!(refused.is_empty(), "{refused:?}");
+}
+
+#[test]
+fn a_friend_reads_exactly_the_granted_document_and_cannot_write_it() {
+    let sarah = SecretKey::from_seed([100; 32]);
+    let tom = SecretKey::from_seed([101; 32]);
+    let mut laptop = device(&sarah, 1);
+    let mut friend = device(&tom, 5);
+    let (calendar, diary) = (doc_id(1), doc_id(2));
+    put(&mut laptop, calendar, "saturday", "tennis at 10");
+    put(&mut laptop, diary, "secret", "not for Tom");
+    let chain = grant(&sarah, &friend, capability::DOC_READ, calendar);
+    hold(&mut friend, vec![chain]);
+
+    let wire = connect(&mut friend, &mut laptop);
+    assert!(wire.closes.is_empty(), "{:?}", wire.closes);
+    assert_eq!(
+        get(&friend, calendar, "saturday").as_deref(),
+        Some("tennis at 10")
+    );
+    assert!(
+        !friend.hub.docs().contains(&diary),
+        "only the granted document"
+    );
+    assert_eq!(friend.hub.docs().len(), 1);
+
+    // Tom edits his copy; Sarah's laptop keeps the change out, with a reason.
+    put(&mut friend, calendar, "saturday", "cancelled");
+    let wire = connect(&mut friend, &mut laptop);
+    assert!(wire.closes.is_empty(), "{:?}", wire.closes);
+    assert!(!wire.refused.is_empty());
+    assert!(
+        wire.refused
+            .iter()
+            .all(|r| r.reason.to_string().contains("may only read"))
+    );
+    assert_eq!(
+        get(&laptop, calendar, "saturday").as_deref(),
+        Some("tennis at 10")
+    );
+}
+
+#[test]
+fn a_writer_brings_only_changes_authored_under_its_own_key() {
+    let sarah = SecretKey::from_seed([100; 32]);
+    let shop = SecretKey::from_seed([102; 32]);
+    let mut laptop = device(&sarah, 1);
+    let mut vendor = device(&shop, 6);
+    let inbox = doc_id(3);
+    put(&mut laptop, inbox, "welcome", "offers go here");
+    let chain = grant(&sarah, &vendor, capability::DOC_WRITE, inbox);
+    hold(&mut vendor, vec![chain]);
+    connect(&mut vendor, &mut laptop);
+    put(&mut vendor, inbox, "offer-1", "20% off rackets");
+    let wire = connect(&mut vendor, &mut laptop);
+    assert!(wire.refused.is_empty(), "{:?}", wire.refused);
+    assert_eq!(
+        get(&laptop, inbox, "offer-1").as_deref(),
+        Some("20% off rackets")
+    );
+
+    // The shop forges a change under the laptop's actor id: refused.
+    vendor.actor = laptop.actor.clone();
+    vendor.actor = {
+        let mut forged = laptop.actor.to_bytes().to_vec();
+        forged[33] ^= 0xff; // same key prefix, another run
+        ActorId::from(forged)
+    };
+    put(&mut vendor, inbox, "offer-2", "forged as Sarah");
+    let wire = connect(&mut vendor, &mut laptop);
+    assert!(wire.closes.is_empty(), "{:?}", wire.closes);
+    assert!(
+        wire.refused
+            .iter()
+            .any(|r| r.reason.to_string().contains("not bound")),
+        "{:?}",
+        wire.refused
+    );
+    assert_eq!(get(&laptop, inbox, "offer-2"), None);
+}
+
+#[test]
+fn bad_grants_open_nothing() {
+    let sarah = SecretKey::from_seed([100; 32]);
+    let tom = SecretKey::from_seed([101; 32]);
+    let mallory = SecretKey::from_seed([103; 32]);
+    let mut laptop = device(&sarah, 1);
+    let calendar = doc_id(1);
+    put(&mut laptop, calendar, "saturday", "tennis");
+
+    // A grant for Tom presented by Mallory's device: the audience is not the peer.
+    let mut tom_device = device(&tom, 5);
+    let mut thief = device(&mallory, 7);
+    let for_tom = grant(&sarah, &tom_device, capability::DOC_READ, calendar);
+    thief.hub.set_held_grants(NOW, vec![for_tom.clone()]); // refused locally too
+    let wire = connect(&mut thief, &mut laptop);
+    assert_eq!(wire.closes.len(), 1, "{:?}", wire.closes);
+    assert!(thief.hub.docs().is_empty());
+
+    // A grant signed by someone other than Sarah's root, claiming her as subject.
+    let forged = DelegationBuilder::new(
+        mallory.did(),
+        tom_device.hub.me(),
+        capability::command(capability::DOC_READ),
+    )
+    .subject(sarah.did())
+    .policy(capability::policy_for_document(&calendar.to_string()))
+    .sign(&mallory)
+    .unwrap();
+    let refused = tom_device.hub.set_held_grants(NOW, vec![vec![forged]]);
+    assert_eq!(refused.len(), 1);
+
+    // An expired grant: refused at Hello; an open session closes when it expires.
+    hold(&mut tom_device, vec![for_tom]);
+    let wire = connect(&mut tom_device, &mut laptop);
+    assert!(wire.closes.is_empty());
+    assert_eq!(
+        get(&tom_device, calendar, "saturday").as_deref(),
+        Some("tennis")
+    );
+    let closed = laptop.hub.expire(NOW + 3_601);
+    assert_eq!(closed.len(), 1, "{closed:?}");
 }

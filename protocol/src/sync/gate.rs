@@ -128,11 +128,29 @@ pub enum Refusal {
         /// The last sequence number of this actor accepted for the document.
         cutoff: u64,
     },
+    /// The sender holds a read grant on the document, not a write grant.
+    ReadOnly {
+        /// The grant.
+        grant: cid::Cid,
+    },
+    /// A writer from outside the person may only bring changes it authored itself, under
+    /// actor ids bound to its key: no one writes as someone else.
+    ForeignActor {
+        /// The sender.
+        sender: Did,
+    },
 }
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::ReadOnly { grant } => {
+                write!(f, "the sender may only read this document (grant {grant})")
+            }
+            Self::ForeignActor { sender } => write!(
+                f,
+                "authored under an actor id not bound to the sender {sender}'s key"
+            ),
             Self::RevokedDevice { device, cutoff } => write!(
                 f,
                 "authored by revoked device {device} after its revocation (cutoff seq {cutoff})"

@@ -16,7 +16,8 @@ use serde_bytes::ByteBuf;
 
 use super::{
     docs::DocSet,
-    gate::{RefusedChange, RevokedAuthors, screen},
+    gate::{Refusal, RefusedChange, RevokedAuthors, actor_device, screen},
+    share::{HeldGrant, Lent, Level, Scope, grant_of, granted_documents},
     wire::{BUCKETS, DocMessage, Entry, Frame, MAX_FRAME_SIZE, PROTOCOL_VERSION},
 };
 use crate::{
@@ -155,6 +156,38 @@ pub enum Effect {
         /// `sync::State::encode()`.
         state: Vec<u8>,
     },
+    /// A peer outside the person used one of our documents through a grant: record it in
+    /// the access log.
+    Access {
+        /// The peer.
+        peer: Did,
+        /// The document.
+        doc: DocumentId,
+        /// The grant it relied on.
+        grant: cid::Cid,
+        /// Whether the peer received content or brought changes.
+        kind: AccessKind,
+        /// Bytes of document data that crossed.
+        bytes: u64,
+    },
+    /// A grant a peer presented was not accepted (the session may still go on through
+    /// others).
+    GrantRefused {
+        /// The peer.
+        peer: Did,
+        /// Why.
+        reason: String,
+    },
+    /// A whole message from a peer was dropped: it was about a document the session does
+    /// not cover.
+    Dropped {
+        /// The peer.
+        peer: Did,
+        /// The document.
+        doc: DocumentId,
+        /// Why.
+        reason: String,
+    },
     /// Changes from a peer were kept out of a document (the rest of its data went in).
     Refused {
         /// The peer that sent them (not necessarily their author).
@@ -170,6 +203,15 @@ pub enum Effect {
         /// The document.
         doc: DocumentId,
     },
+}
+
+/// Which way document data went in an [`Effect::Access`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessKind {
+    /// We sent the peer content of the document.
+    Read,
+    /// The peer's changes to the document were applied.
+    Write,
 }
 
 /// Configuration of a hub.
@@ -213,6 +255,9 @@ struct Session {
     /// their heads and we keep lacking them, so Automerge's sync would ping-pong forever;
     /// for these, a reply that carries no changes is not sent.
     stalled: BTreeSet<DocumentId>,
+    /// `Some` for a session with another person's device: what it may carry. `None` for
+    /// one of our own devices (and before `Hello`).
+    shared: Option<Scope>,
 }
 
 impl Session {
@@ -228,6 +273,8 @@ pub struct SyncHub {
     sessions: BTreeMap<SessionId, Session>,
     revocations: RevocationSet,
     revoked_authors: RevokedAuthors,
+    /// Grants we hold on other persons' documents.
+    held: Vec<HeldGrant>,
     /// Document messages gathered while handling one input, sent as few frames per session
     /// at its end.
     outbox: BTreeMap<SessionId, Vec<DocMessage>>,
@@ -261,6 +308,7 @@ impl SyncHub {
             sessions: BTreeMap::new(),
             revocations: RevocationSet::new(),
             revoked_authors: RevokedAuthors::new(),
+            held: Vec::new(),
             outbox: BTreeMap::new(),
         }
     }
@@ -309,6 +357,78 @@ impl SyncHub {
         self.revoked_authors = authors;
     }
 
+    /// Replaces the grants this device holds on other persons' documents: it presents them
+    /// in every `Hello`, and syncs the documents they cover with those persons' devices.
+    /// Chains that do not validate now, or do not end at this device, are returned with
+    /// the reason and left out.
+    pub fn set_held_grants(
+        &mut self,
+        now: UnixTime,
+        chains: Vec<Vec<Delegation>>,
+    ) -> Vec<(Vec<Delegation>, String)> {
+        let mut refused = Vec::new();
+        self.held.clear();
+        for chain in chains {
+            let valid = match Validator::new(now)
+                .with_clock_skew(self.config.clock_skew)
+                .validate_delegation_chain(&chain)
+            {
+                Ok(valid) => valid,
+                Err(error) => {
+                    refused.push((chain, error.to_string()));
+                    continue;
+                }
+            };
+            let (Some(subject), true) = (valid.subject(), valid.audience() == &self.config.me)
+            else {
+                refused.push((chain, "the grant is not for this device".into()));
+                continue;
+            };
+            let documents = granted_documents(&chain, &valid);
+            if documents.is_empty() {
+                refused.push((chain, "the grant covers no whole document".into()));
+                continue;
+            }
+            self.held.push(HeldGrant {
+                subject: *subject,
+                documents,
+                chain,
+            });
+        }
+        refused
+    }
+
+    /// Closes shared sessions whose grants have expired by `now` (the node calls this
+    /// periodically; `Hello` checks expiry too).
+    pub fn expire(&mut self, now: UnixTime) -> Vec<Effect> {
+        let expired: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                s.shared
+                    .as_ref()
+                    .and_then(|scope| scope.valid_until)
+                    .is_some_and(|until| now > until)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        expired
+            .into_iter()
+            .map(|session| {
+                self.sessions.remove(&session);
+                Effect::Close {
+                    session,
+                    reason: CloseReason::Unauthorized("the peer's grant expired".into()),
+                }
+            })
+            .collect()
+    }
+
+    /// The scope of a shared session with `session`, if it is one.
+    pub fn scope(&self, session: SessionId) -> Option<&Scope> {
+        self.sessions.get(&session)?.shared.as_ref()
+    }
+
     /// Authorized peers with an open session.
     pub fn peers(&self) -> Vec<(SessionId, Did)> {
         self.sessions
@@ -354,6 +474,7 @@ impl SyncHub {
                         persisted: persisted.into_iter().collect(),
                         chain: Vec::new(),
                         stalled: BTreeSet::new(),
+                        shared: None,
                     },
                 );
                 if role == Role::Initiator {
@@ -392,6 +513,16 @@ impl SyncHub {
                 .iter()
                 .map(|d| ByteBuf::from(d.as_bytes().to_vec()))
                 .collect(),
+            grants: self
+                .held
+                .iter()
+                .map(|held| {
+                    held.chain
+                        .iter()
+                        .map(|d| ByteBuf::from(d.as_bytes().to_vec()))
+                        .collect()
+                })
+                .collect(),
         }
     }
 
@@ -403,47 +534,139 @@ impl SyncHub {
     }
 
     fn send_docs(&self, session: SessionId, items: Vec<DocMessage>, effects: &mut Vec<Effect>) {
+        if let Some(s) = self.sessions.get(&session)
+            && let Some(scope) = &s.shared
+        {
+            for item in &items {
+                let Some(lent) = scope.lent.get(&item.doc()) else {
+                    continue;
+                };
+                let bytes = match item {
+                    DocMessage::Snapshot { data, .. } => data.len() as u64,
+                    DocMessage::Sync { message, .. } => sync::Message::decode(message)
+                        .map_or(0, |m| m.changes.iter().map(|c| c.len() as u64).sum()),
+                };
+                if bytes > 0 {
+                    effects.push(Effect::Access {
+                        peer: s.peer,
+                        doc: item.doc(),
+                        grant: lent.grant,
+                        kind: AccessKind::Read,
+                        bytes,
+                    });
+                }
+            }
+        }
         let limit = self.config.max_frame_size.min(MAX_FRAME_SIZE) / 2;
         for frame in Frame::pack_docs(items, limit) {
             self.send(session, &frame, effects);
         }
     }
 
-    /// Checks that a `Hello` proves the peer is a device of our person.
-    /// Returns the CIDs of the chain on success.
+    /// Checks a `Hello`. The peer is either one of our person's devices (its chain runs
+    /// from our root to its key with full authority), or another person's device that
+    /// holds grants on our documents, or on whose person's documents we hold grants.
+    /// Returns the CIDs the session relies on, and its scope when it is shared.
     fn authorize(
         &self,
         now: UnixTime,
         peer: &Did,
         chain: &[ByteBuf],
-    ) -> Result<Vec<cid::Cid>, CloseReason> {
+        grants: &[Vec<ByteBuf>],
+        effects: &mut Vec<Effect>,
+    ) -> Result<(Vec<cid::Cid>, Option<Scope>), CloseReason> {
         let unauthorized = |why: String| CloseReason::Unauthorized(why);
-        let chain = chain
-            .iter()
-            .map(|bytes| Delegation::decode(bytes))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| unauthorized(format!("undecodable delegation: {e}")))?;
-        let valid = Validator::new(now)
+        let validator = Validator::new(now)
             .with_clock_skew(self.config.clock_skew)
-            .with_revocations(&self.revocations)
-            .validate_delegation_chain(&chain)
-            .map_err(|e: ValidationError| unauthorized(e.to_string()))?;
-        if valid.subject() != Some(&self.config.root) {
-            return Err(unauthorized(
-                "the chain is not from this person's root".into(),
-            ));
+            .with_revocations(&self.revocations);
+        let decode = |chain: &[ByteBuf]| {
+            chain
+                .iter()
+                .map(|bytes| Delegation::decode(bytes))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("undecodable delegation: {e}"))
+        };
+        // The peer's own authority: from its person's root to its key, with `/`.
+        let authority = decode(chain).and_then(|chain| {
+            let valid = validator
+                .validate_delegation_chain(&chain)
+                .map_err(|e: ValidationError| e.to_string())?;
+            if valid.audience() != peer {
+                return Err("the chain is for another key than the connected peer".into());
+            }
+            if valid.command().as_str() != "/" {
+                return Err("the chain does not grant full device authority".into());
+            }
+            Ok(valid)
+        });
+        if let Ok(valid) = &authority
+            && valid.subject() == Some(&self.config.root)
+        {
+            return Ok((valid.proofs().to_vec(), None));
         }
-        if valid.audience() != peer {
-            return Err(unauthorized(
-                "the chain is for another key than the connected peer".into(),
-            ));
+
+        let mut scope = Scope::default();
+        let mut relied_on = Vec::new();
+        let mut first_reason = None;
+        for presented in grants {
+            let checked = decode(presented).and_then(|chain| {
+                let valid = validator
+                    .validate_delegation_chain(&chain)
+                    .map_err(|e| e.to_string())?;
+                if valid.subject() != Some(&self.config.root) {
+                    return Err("a grant on another person's documents".into());
+                }
+                if valid.audience() != peer {
+                    return Err("a grant for another key than the connected peer".into());
+                }
+                let documents = granted_documents(&chain, &valid);
+                if documents.is_empty() {
+                    return Err("a grant that covers no whole document".into());
+                }
+                let grant = grant_of(&chain).ok_or("a grant with no narrowed delegation")?;
+                Ok((valid, documents, grant))
+            });
+            match checked {
+                Ok((valid, documents, grant)) => {
+                    for (doc, level) in documents {
+                        let lent = scope.lent.entry(doc).or_insert(Lent { level, grant });
+                        if level > lent.level {
+                            *lent = Lent { level, grant };
+                        }
+                    }
+                    relied_on.extend_from_slice(valid.proofs());
+                    if let Some(until) = valid.valid_until() {
+                        scope.valid_until = Some(scope.valid_until.map_or(until, |u| u.min(until)));
+                    }
+                }
+                Err(reason) => {
+                    effects.push(Effect::GrantRefused {
+                        peer: *peer,
+                        reason: reason.clone(),
+                    });
+                    first_reason.get_or_insert(reason);
+                }
+            }
         }
-        if valid.command().as_str() != "/" {
-            return Err(unauthorized(
-                "the chain does not grant full device authority".into(),
-            ));
+        if let Ok(valid) = &authority {
+            let their_root = valid.subject();
+            for held in self.held.iter().filter(|h| Some(&h.subject) == their_root) {
+                for (doc, level) in &held.documents {
+                    let slot = scope.borrowed.entry(*doc).or_insert(*level);
+                    *slot = (*slot).max(*level);
+                }
+            }
+            if !scope.borrowed.is_empty() {
+                relied_on.extend_from_slice(valid.proofs());
+            }
         }
-        Ok(valid.proofs().to_vec())
+        if scope.is_empty() {
+            let why = first_reason
+                .or(authority.err())
+                .unwrap_or_else(|| "not one of this person's devices, and no grant".into());
+            return Err(unauthorized(why));
+        }
+        Ok((relied_on, Some(scope)))
     }
 
     fn receive(
@@ -459,19 +682,30 @@ impl SyncHub {
         let frame = Frame::decode(bytes).map_err(|e| CloseReason::Malformed(e.to_string()))?;
         let violation = |what: &str| Err(CloseReason::ProtocolViolation(what.to_owned()));
         match (&session.phase, frame) {
-            (Phase::AwaitingHello, Frame::Hello { version, chain }) => {
+            (
+                Phase::AwaitingHello,
+                Frame::Hello {
+                    version,
+                    chain,
+                    grants,
+                },
+            ) => {
                 if version != PROTOCOL_VERSION {
                     return violation("unsupported protocol version");
                 }
                 let peer = session.peer;
                 let role = session.role;
-                let chain = self.authorize(now, &peer, &chain)?;
+                let (chain, scope) = self.authorize(now, &peer, &chain, &grants, effects)?;
                 if let Some(session) = self.sessions.get_mut(&id) {
                     session.chain = chain;
                 }
                 effects.push(Effect::Authorized { session: id, peer });
                 if role == Role::Responder {
                     self.send(id, &self.hello(), effects);
+                }
+                if let Some(scope) = scope {
+                    self.start_shared(id, scope);
+                    return Ok(());
                 }
                 let (count, fingerprint) = self.docs.summary();
                 let session = self.sessions.get_mut(&id).expect("present");
@@ -550,7 +784,7 @@ impl SyncHub {
             (
                 Phase::Live,
                 Frame::Summary { .. } | Frame::Buckets { .. } | Frame::Entries { .. },
-            ) => violation("reconciliation frames after reconciling"),
+            ) => violation("reconciliation frames after reconciling (or in a shared session)"),
             (_, Frame::Docs { items }) => {
                 for item in items {
                     self.receive_doc(id, item, effects)?;
@@ -558,6 +792,33 @@ impl SyncHub {
                 Ok(())
             }
         }
+    }
+
+    /// A shared session skips reconciliation: it starts syncing the documents in its scope
+    /// at once, creating empty copies of borrowed documents not held yet.
+    fn start_shared(&mut self, id: SessionId, scope: Scope) {
+        let mut items = Vec::new();
+        let session = self.sessions.get_mut(&id).expect("present");
+        for doc_id in scope.lent.keys().chain(scope.borrowed.keys()) {
+            if !self.docs.contains(doc_id) {
+                if !scope.borrowed.contains_key(doc_id) {
+                    continue; // lent but deleted since: nothing to say
+                }
+                self.docs.insert(*doc_id, Automerge::new());
+            }
+            let doc = self.docs.get(doc_id).expect("held");
+            let state = session.states.entry(*doc_id).or_default();
+            if let Some(message) = doc.generate_sync_message(state) {
+                items.push(DocMessage::Sync {
+                    doc: *doc_id,
+                    message: ByteBuf::from(message.encode()),
+                });
+            }
+        }
+        session.phase = Phase::Live;
+        session.shared = Some(scope);
+        session.persisted.clear();
+        self.outbox.entry(id).or_default().extend(items);
     }
 
     /// Both sides know the differing buckets (empty when summaries matched) and the peer's
@@ -632,9 +893,26 @@ impl SyncHub {
         effects: &mut Vec<Effect>,
     ) -> Result<(), CloseReason> {
         let doc_id = item.doc();
+        let session = self.sessions.get(&id).expect("present");
+        if let Some(scope) = &session.shared
+            && !scope.covers(&doc_id)
+        {
+            effects.push(Effect::Dropped {
+                peer: session.peer,
+                doc: doc_id,
+                reason: "no grant covers this document".into(),
+            });
+            return Ok(());
+        }
+        let lent = session
+            .shared
+            .as_ref()
+            .and_then(|scope| scope.lent.get(&doc_id).cloned());
         let before = self.docs.heads(&doc_id).map(<[ChangeHash]>::to_vec);
+        let brought: u64;
         match item {
             DocMessage::Snapshot { data, .. } => {
+                brought = data.len() as u64;
                 match self.screen(id, doc_id, [&data[..]], effects)? {
                     Some(allowed) => {
                         if before.is_none() {
@@ -673,6 +951,7 @@ impl SyncHub {
                 if let Some(allowed) = self.screen(id, doc_id, message.changes.iter(), effects)? {
                     message.changes = allowed.into();
                 }
+                brought = message.changes.iter().map(|c| c.len() as u64).sum();
                 if before.is_none() {
                     self.docs.insert(doc_id, Automerge::new());
                 }
@@ -690,6 +969,16 @@ impl SyncHub {
         }
         let after = self.docs.heads(&doc_id).map(<[ChangeHash]>::to_vec);
         if after != before {
+            if let Some(lent) = lent {
+                let peer = self.sessions.get(&id).expect("present").peer;
+                effects.push(Effect::Access {
+                    peer,
+                    doc: doc_id,
+                    grant: lent.grant,
+                    kind: AccessKind::Write,
+                    bytes: brought,
+                });
+            }
             // `apply` stored the changes; tell the other peers.
             self.changed(doc_id, Some(id));
         }
@@ -711,15 +1000,31 @@ impl SyncHub {
         chunks: impl IntoIterator<Item = &'a [u8]>,
         effects: &mut Vec<Effect>,
     ) -> Result<Option<Vec<Vec<u8>>>, CloseReason> {
-        if self.revoked_authors.is_empty() {
+        let session = self.sessions.get(&id).expect("present");
+        let lent = session
+            .shared
+            .as_ref()
+            .and_then(|scope| scope.lent.get(&doc_id));
+        if self.revoked_authors.is_empty() && lent.is_none() {
             return Ok(None);
         }
+        let sender = session.peer;
         let revoked = &self.revoked_authors;
         let held = self.docs.get(&doc_id);
         let screened = screen(chunks, |change| {
             // What we already hold was judged when it came in.
             if held.is_some_and(|doc| doc.get_change_by_hash(&change.hash()).is_some()) {
                 return None;
+            }
+            match lent {
+                Some(Lent {
+                    level: Level::Read,
+                    grant,
+                }) => return Some(Refusal::ReadOnly { grant: *grant }),
+                Some(_) if actor_device(change.actor_id()) != Some(*sender.as_bytes()) => {
+                    return Some(Refusal::ForeignActor { sender });
+                }
+                _ => {}
             }
             revoked.judge(&doc_id, change.actor_id(), change.seq())
         })
@@ -843,6 +1148,13 @@ impl SyncHub {
                     session.dirty.insert(doc_id);
                 }
                 Phase::Live => {
+                    if let Some(scope) = &session.shared {
+                        let sends = scope.lent.contains_key(&doc_id)
+                            || scope.borrowed.get(&doc_id) == Some(&Level::Write);
+                        if !sends {
+                            continue;
+                        }
+                    }
                     let item = match session.states.get_mut(&doc_id) {
                         Some(state) => {
                             doc.generate_sync_message(state)
@@ -851,6 +1163,7 @@ impl SyncHub {
                                     message: ByteBuf::from(message.encode()),
                                 })
                         }
+                        None if session.shared.is_some() => None,
                         None => {
                             // Unknown to this peer since reconciliation: a new document.
                             session.states.insert(doc_id, seeded_state(doc.get_heads()));

@@ -21,7 +21,10 @@
 mod docs;
 pub mod gate;
 mod hub;
+pub mod share;
 pub mod wire;
 
 pub use docs::{DocDigest, DocSet, digest};
-pub use hub::{CloseReason, Effect, HubConfig, Input, PeerDocStatus, Role, SessionId, SyncHub};
+pub use hub::{
+    AccessKind, CloseReason, Effect, HubConfig, Input, PeerDocStatus, Role, SessionId, SyncHub,
+};

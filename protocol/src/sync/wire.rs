@@ -26,6 +26,10 @@ pub enum Frame {
         version: u32,
         /// UCAN delegations, root first.
         chain: Vec<ByteBuf>,
+        /// Grants I hold on other persons' documents, each a chain of delegations from
+        /// that person's root to my device key. Omitted when empty.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        grants: Vec<Vec<ByteBuf>>,
     },
     /// The set of (document, heads) I hold, as a count and an XOR of per-document digests.
     Summary {
@@ -161,6 +165,12 @@ mod tests {
             Frame::Hello {
                 version: PROTOCOL_VERSION,
                 chain: vec![ByteBuf::from(vec![1, 2, 3])],
+                grants: vec![],
+            },
+            Frame::Hello {
+                version: PROTOCOL_VERSION,
+                chain: vec![],
+                grants: vec![vec![ByteBuf::from(vec![4, 5])]],
             },
             Frame::Summary {
                 count: 3,

@@ -1,0 +1,174 @@
+//! Sessions with other people's devices: which documents a grant covers, and what each
+//! side of such a session may see and change.
+//!
+//! A session is either with one of the person's own devices (everything syncs) or *shared*:
+//! the peer holds grants on some of our documents (we *lend* them), we hold grants on some
+//! of its person's documents (we *borrow* them), or both. A shared session skips
+//! reconciliation of the whole document set and syncs only the documents in its [`Scope`].
+
+use std::collections::BTreeMap;
+
+use cid::Cid;
+use ipld_core::ipld::Ipld;
+
+use crate::{
+    capability::{self, ARG_DOC, DOC_READ, DOC_WRITE},
+    did::Did,
+    document_id::DocumentId,
+    ucan::{Delegation, UnixTime, ValidChain, policy::Statement},
+};
+
+/// What a grant lets its holder do with one document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Receive its content.
+    Read,
+    /// Receive it and change it.
+    Write,
+}
+
+/// One of our documents a peer may use, and the grant that lets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lent {
+    /// How far.
+    pub level: Level,
+    /// The grant: the first delegation of the chain narrower than `/` (the ones before it
+    /// are our person's device authority).
+    pub grant: Cid,
+}
+
+/// What a shared session may carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    /// Our documents the peer holds grants on.
+    pub lent: BTreeMap<DocumentId, Lent>,
+    /// The peer's person's documents we hold grants on.
+    pub borrowed: BTreeMap<DocumentId, Level>,
+    /// The earliest expiry among the grants the peer presented.
+    pub valid_until: Option<UnixTime>,
+}
+
+impl Scope {
+    /// Whether the session may carry `doc` at all.
+    pub fn covers(&self, doc: &DocumentId) -> bool {
+        self.lent.contains_key(doc) || self.borrowed.contains_key(doc)
+    }
+
+    /// Whether nothing is shared.
+    pub fn is_empty(&self) -> bool {
+        self.lent.is_empty() && self.borrowed.is_empty()
+    }
+}
+
+/// A grant this device holds on another person's documents.
+#[derive(Debug, Clone)]
+pub struct HeldGrant {
+    /// The delegations, the other person's root first, ending at this device.
+    pub chain: Vec<Delegation>,
+    /// The other person (the chain's subject).
+    pub subject: Did,
+    /// The documents it covers.
+    pub documents: Vec<(DocumentId, Level)>,
+}
+
+/// The documents a valid chain grants, each at the highest level it allows. Candidates are
+/// read off the chain's `.doc == "<id>"` statements, then each is checked against the
+/// whole chain like an invocation would be; a grant limited to a path within a document
+/// covers no whole document, so it is not served here.
+pub fn granted_documents(chain: &[Delegation], valid: &ValidChain) -> Vec<(DocumentId, Level)> {
+    let mut candidates = Vec::new();
+    for delegation in chain {
+        for statement in delegation.payload().policy.statements() {
+            named_documents(statement, &mut candidates);
+        }
+    }
+    candidates.sort();
+    candidates.dedup();
+    candidates
+        .into_iter()
+        .filter_map(|doc| {
+            let args = Ipld::Map(BTreeMap::from([(
+                ARG_DOC.to_owned(),
+                Ipld::String(doc.to_string()),
+            )]));
+            let allows = |command: &str| valid.allows(&capability::command(command), &args).is_ok();
+            if allows(DOC_WRITE) {
+                Some((doc, Level::Write))
+            } else if allows(DOC_READ) {
+                Some((doc, Level::Read))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+fn named_documents(statement: &Statement, out: &mut Vec<DocumentId>) {
+    match statement {
+        Statement::Equal(selector, Ipld::String(text)) if selector.as_str() == ".doc" => {
+            if let Ok(doc) = text.parse() {
+                out.push(doc);
+            }
+        }
+        Statement::And(all) => all.iter().for_each(|s| named_documents(s, out)),
+        _ => {}
+    }
+}
+
+/// The grant in a chain: its first delegation narrower than `/`.
+pub fn grant_of(chain: &[Delegation]) -> Option<Cid> {
+    chain
+        .iter()
+        .find(|d| d.payload().command.as_str() != capability::ALL)
+        .map(Delegation::cid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        key::SecretKey,
+        ucan::{DelegationBuilder, Validator},
+    };
+
+    #[test]
+    fn a_grant_covers_the_documents_its_policy_names_at_its_level() {
+        let root = SecretKey::from_seed([1; 32]);
+        let friend = SecretKey::from_seed([2; 32]);
+        let calendar = DocumentId::from_bytes([7; 16]);
+        let inbox = DocumentId::from_bytes([8; 16]);
+        let grant = |command: &str, policy| {
+            DelegationBuilder::new(root.did(), friend.did(), capability::command(command))
+                .policy(policy)
+                .sign(&root)
+                .unwrap()
+        };
+        let documents = |d: Delegation| {
+            let chain = vec![d];
+            let valid = Validator::new(0).validate_delegation_chain(&chain).unwrap();
+            granted_documents(&chain, &valid)
+        };
+        let read = grant(
+            DOC_READ,
+            capability::policy_for_document(&calendar.to_string()),
+        );
+        assert_eq!(documents(read), [(calendar, Level::Read)]);
+        let write = grant(
+            DOC_WRITE,
+            capability::policy_for_document(&inbox.to_string()),
+        );
+        assert_eq!(documents(write), [(inbox, Level::Write)]);
+        // A path-limited grant covers no whole document.
+        let path = grant(
+            DOC_READ,
+            capability::policy_for_path(&calendar.to_string(), "/monday"),
+        );
+        assert_eq!(documents(path), []);
+        // `/membrane/doc` covers write, hence read too.
+        let all = grant(
+            capability::DOC,
+            capability::policy_for_document(&calendar.to_string()),
+        );
+        assert_eq!(documents(all), [(calendar, Level::Write)]);
+    }
+}
