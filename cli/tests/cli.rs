@@ -1,40 +1,9 @@
 //! The `membrane` binary run as a real process on temporary data dirs.
 
-use std::{
-    path::Path,
-    process::{Command, Output},
-};
+mod common;
 
+use common::membrane;
 use membrane_tests::shared_json;
-use serde_json::Value;
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        let line = self.stdout.lines().last().expect("a JSON line on stdout");
-        serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
-    }
-}
-
-fn membrane(data_dir: &Path, args: &[&str]) -> Run {
-    let output: Output = Command::new(env!("CARGO_BIN_EXE_membrane"))
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(args)
-        .env_remove("MEMBRANE_DATA_DIR")
-        .output()
-        .expect("the membrane binary runs");
-    Run {
-        code: output.status.code().expect("exited, not killed"),
-        stdout: String::from_utf8(output.stdout).unwrap(),
-        stderr: String::from_utf8(output.stderr).unwrap(),
-    }
-}
 
 #[test]
 fn init_creates_private_keys_once_and_id_reports_them() {

@@ -10,170 +10,26 @@
 //! `debug,libp2p_swarm=info`) to investigate a failure: a failing test then prints each
 //! daemon's whole log instead of its last 40 lines.
 
+mod common;
+
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
-    os::unix::net::UnixStream,
-    path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        mpsc,
-    },
+    io::BufReader,
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
     thread,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use common::{
+    Daemon, TIMEOUT, change_hashes, lines_in_background, membrane, read_all_in_background,
+    wait_exit, wait_for, whole,
+};
 use membrane_protocol::pairing::{PairingTicket, TicketError};
 use serde_json::{Value, json};
 
-/// How long any awaited condition may take before the test fails.
-const TIMEOUT: Duration = Duration::from_secs(60);
-/// How often a condition is checked.
-const POLL: Duration = Duration::from_millis(50);
-/// The only network these tests use.
-const LISTEN: &str = "/ip4/127.0.0.1/tcp/0";
 /// The letters of upper-case base32 (RFC 4648), the alphabet of pairing codes.
 const BASE32: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-
-// ---------------------------------------------------------------------------------------
-// One-shot CLI commands
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        let line = self.stdout.lines().last().expect("a JSON line on stdout");
-        serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"))
-    }
-
-    /// The `data` of the last JSON line, after checking the command succeeded.
-    fn data(&self) -> Value {
-        assert_eq!(
-            self.code, 0,
-            "stdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        self.json()["data"].clone()
-    }
-
-    /// Checks the command failed (exit 3) with one line on stderr containing every one of
-    /// `needles`, and nothing on stdout.
-    fn fails_clearly(&self, needles: &[&str]) {
-        assert_eq!(
-            self.code, 3,
-            "stdout: {}\nstderr: {}",
-            self.stdout, self.stderr
-        );
-        assert_eq!(
-            self.stdout, "",
-            "nothing on stdout (stderr: {})",
-            self.stderr
-        );
-        assert_eq!(
-            self.stderr.lines().count(),
-            1,
-            "one clear line: {}",
-            self.stderr
-        );
-        for needle in needles {
-            assert!(
-                self.stderr.contains(needle),
-                "{needle:?} not in: {}",
-                self.stderr
-            );
-        }
-    }
-}
-
-/// Runs `membrane --data-dir DIR ARGS…` to completion (killed and failed after [`TIMEOUT`]).
-fn membrane(data_dir: &Path, args: &[&str]) -> Run {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_membrane"));
-    command.arg("--data-dir").arg(data_dir).args(args);
-    run_to_end(command, &format!("membrane {}", args.join(" ")))
-}
-
-fn run_to_end(mut command: Command, what: &str) -> Run {
-    let mut child = command
-        .env_remove("MEMBRANE_DATA_DIR")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the membrane binary runs");
-    let stdout = read_all_in_background(child.stdout.take().unwrap());
-    let stderr = read_all_in_background(child.stderr.take().unwrap());
-    let status = match wait_exit(&mut child, TIMEOUT) {
-        Some(status) => status,
-        None => {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("`{what}` did not finish within {TIMEOUT:?}");
-        }
-    };
-    Run {
-        code: status
-            .code()
-            .unwrap_or_else(|| panic!("`{what}` was killed: {status:?}")),
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    }
-}
-
-fn read_all_in_background(
-    mut pipe: impl std::io::Read + Send + 'static,
-) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut text = String::new();
-        pipe.read_to_string(&mut text).unwrap();
-        text
-    })
-}
-
-/// Sends each line of `pipe` to the returned receiver until EOF.
-fn lines_in_background(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (send, lines) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            if send.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    lines
-}
-
-/// Waits for a child to exit, up to `limit`.
-fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Polls `check` until it holds; fails the test after [`TIMEOUT`]. Returns the time taken.
-fn wait_for(what: &str, mut check: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !check() {
-        assert!(
-            started.elapsed() < TIMEOUT,
-            "timed out after {TIMEOUT:?} waiting for {what}"
-        );
-        thread::sleep(POLL);
-    }
-    started.elapsed()
-}
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -214,137 +70,6 @@ fn assert_unlinked(dir: &Path) {
         dir.display()
     );
     assert_eq!(id["holds_root_key"], false, "{id}");
-}
-
-// ---------------------------------------------------------------------------------------
-// Daemons
-
-static LOGS: AtomicUsize = AtomicUsize::new(0);
-
-/// A running `membrane run`; killed (SIGKILL) when dropped unless already stopped.
-struct Daemon {
-    child: Child,
-    dir: PathBuf,
-    log: PathBuf,
-    lines: mpsc::Receiver<String>,
-    /// The TCP listen address, with `/p2p/<peer id>`.
-    addr: String,
-    /// This device's DID.
-    device: String,
-}
-
-impl Daemon {
-    /// Starts `membrane --json run` on loopback without mDNS, dialing `peers`, and waits
-    /// for its `running` line (by then the control socket is bound).
-    fn start(dir: &Path, peers: &[&str]) -> Self {
-        let log = dir.with_extension(format!("{}.log", LOGS.fetch_add(1, Ordering::Relaxed)));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_membrane"));
-        command
-            .arg("--data-dir")
-            .arg(dir)
-            .args(["--json", "run", "--listen", LISTEN, "--no-mdns"]);
-        for peer in peers {
-            command.args(["--peer", peer]);
-        }
-        let mut child = command
-            .env_remove("MEMBRANE_DATA_DIR")
-            .env(
-                "RUST_LOG",
-                std::env::var("MEMBRANE_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("the membrane binary runs");
-        let lines = lines_in_background(child.stdout.take().unwrap());
-        let mut daemon = Self {
-            child,
-            dir: dir.to_owned(),
-            log,
-            lines,
-            addr: String::new(),
-            device: String::new(),
-        };
-        let first = match daemon.lines.recv_timeout(TIMEOUT) {
-            Ok(line) => line,
-            Err(error) => {
-                let status = wait_exit(&mut daemon.child, Duration::ZERO);
-                panic!(
-                    "the daemon on {} did not report `running` ({error}; exit {status:?}); its log:\n{}",
-                    dir.display(),
-                    daemon.log_text()
-                );
-            }
-        };
-        let running: Value =
-            serde_json::from_str(&first).unwrap_or_else(|e| panic!("{first:?}: {e}"));
-        assert_eq!(running["type"], "running", "{first}");
-        let listen = running["data"]["listen"].as_array().unwrap();
-        assert_eq!(listen.len(), 1, "one listen address asked for: {first}");
-        daemon.addr = listen[0].as_str().unwrap().to_owned();
-        assert!(
-            daemon.addr.starts_with("/ip4/127.0.0.1/tcp/") && daemon.addr.contains("/p2p/12D3KooW"),
-            "{first}"
-        );
-        daemon.device = running["data"]["device"].as_str().unwrap().to_owned();
-        daemon
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM: the daemon must print `stopped` and exit 0.
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(sent.success(), "kill -TERM {pid}");
-        let status = wait_exit(&mut self.child, TIMEOUT).unwrap_or_else(|| {
-            panic!(
-                "the daemon on {} ignored SIGTERM for {TIMEOUT:?}",
-                self.dir.display()
-            )
-        });
-        assert_eq!(
-            status.code(),
-            Some(0),
-            "{status:?}; log:\n{}",
-            self.log_text()
-        );
-        let rest: Vec<String> = self.lines.iter().collect();
-        assert!(
-            rest.iter()
-                .any(|line| serde_json::from_str::<Value>(line)
-                    .is_ok_and(|v| v["type"] == "stopped")),
-            "no `stopped` line: {rest:?}"
-        );
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if thread::panicking() {
-            let log = self.log_text();
-            let keep = if std::env::var_os("MEMBRANE_TEST_LOG").is_some() {
-                usize::MAX
-            } else {
-                40
-            };
-            let tail: Vec<&str> = log.lines().rev().take(keep).collect();
-            eprintln!(
-                "--- last lines of the daemon log for {} ---",
-                self.dir.display()
-            );
-            for line in tail.iter().rev() {
-                eprintln!("{line}");
-            }
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -483,43 +208,6 @@ impl Drop for Invite {
             let _ = self.child.wait();
         }
     }
-}
-
-// ---------------------------------------------------------------------------------------
-// The control socket, spoken directly
-
-/// One call on a fresh connection to `<dir>/control.sock`; `None` on any failure.
-fn try_ask(dir: &Path, method: &str, params: Value) -> Option<Value> {
-    let stream = UnixStream::connect(dir.join("control.sock")).ok()?;
-    stream.set_read_timeout(Some(TIMEOUT)).ok()?;
-    let mut writer = stream.try_clone().ok()?;
-    writeln!(
-        writer,
-        "{}",
-        json!({"id": 1, "method": method, "params": params})
-    )
-    .ok()?;
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).ok()?;
-    let reply: Value = serde_json::from_str(&line).ok()?;
-    reply.get("ok").cloned()
-}
-
-fn whole(dir: &Path, doc: &str) -> Option<Value> {
-    try_ask(dir, "doc.get", json!({"doc": doc, "path": "/"}))
-}
-
-/// A document's change hashes, sorted (equal sets of changes mean equal heads).
-fn change_hashes(dir: &Path, doc: &str) -> Vec<String> {
-    let history = membrane(dir, &["--json", "doc", "history", doc]).data();
-    let mut hashes: Vec<String> = history
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|change| change["hash"].as_str().unwrap().to_owned())
-        .collect();
-    hashes.sort();
-    hashes
 }
 
 // ---------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ mod node;
 pub mod pairing;
 pub mod random;
 pub mod repo;
+pub mod sharing;
 pub mod store;
 pub mod time;
 

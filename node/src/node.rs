@@ -29,7 +29,8 @@ use crate::{
     repo::{
         self, ChangeInfo, DocEvent, DocInfo, EditFn, NodeError, RepoActor, RepoCommand, Status,
     },
-    store::{OpenStoreError, StoreHandle},
+    sharing::{GrantInfo, GrantRequest, IssuedGrant, ShareCommand, SharedInfo, WhoCan},
+    store::{OpenStoreError, StoreHandle, access_log::AccessEntry},
 };
 
 /// Depth of the queues between the handle, the repo actor and the network actor.
@@ -135,6 +136,7 @@ impl Node {
         let mut docs = DocSet::new();
         let mut chunks = HashMap::new();
         let actor = repo::actor_for(&identity.device.did());
+        let loaded_clock_floor = loaded.clock_floor;
         for loaded_doc in loaded.docs {
             chunks.insert(loaded_doc.id, loaded_doc.chunks);
             docs.insert(loaded_doc.id, loaded_doc.doc);
@@ -187,6 +189,10 @@ impl Node {
             revocations_dirty: true,
             awaiting_hello: HashMap::new(),
             refused: Default::default(),
+            refused_peers: Default::default(),
+            clock_floor: loaded_clock_floor,
+            clock_floor_stored: loaded_clock_floor,
+            revoked: Default::default(),
             listen_tx,
             traffic: traffic.clone(),
         };
@@ -366,6 +372,62 @@ impl NodeHandle {
     pub async fn revoke_device(&self, device: &str) -> Result<Vec<String>, NodeError> {
         let target = device.to_owned();
         self.ask(|reply| RepoCommand::RevokeDevice { target, reply })
+            .await
+    }
+
+    /// Grants another person's device (or person) access to one document: signs a UCAN
+    /// delegation from this device on the root's behalf, records it in the replicated
+    /// registry, and returns the code to hand the grantee.
+    pub async fn grant(&self, request: GrantRequest) -> Result<IssuedGrant, NodeError> {
+        self.ask(|reply| RepoCommand::Share(ShareCommand::Grant(request, reply)))
+            .await
+    }
+
+    /// The grants this person issued.
+    pub async fn grants(&self) -> Result<Vec<GrantInfo>, NodeError> {
+        self.ask(|reply| RepoCommand::Share(ShareCommand::Grants(reply)))
+            .await
+    }
+
+    /// Accepts a grant code from another person: the grant is recorded, and this device
+    /// syncs the documents it covers with that person's devices.
+    pub async fn accept(&self, code: &str) -> Result<SharedInfo, NodeError> {
+        let code = code.to_owned();
+        self.ask(|reply| RepoCommand::Share(ShareCommand::Accept(code, reply)))
+            .await
+    }
+
+    /// What others share with this person.
+    pub async fn shared(&self) -> Result<Vec<SharedInfo>, NodeError> {
+        self.ask(|reply| RepoCommand::Share(ShareCommand::Shared(reply)))
+            .await
+    }
+
+    /// Revokes a grant (by CID, or a prefix of at least 8 characters): every device of
+    /// the person refuses it once the revocation reaches it.
+    pub async fn revoke_grant(&self, grant: &str) -> Result<Vec<String>, NodeError> {
+        let grant = grant.to_owned();
+        self.ask(|reply| RepoCommand::Share(ShareCommand::Revoke(grant, reply)))
+            .await
+    }
+
+    /// Who can reach a document (by id or name), and through which grants.
+    pub async fn who_can(&self, doc: &str) -> Result<WhoCan, NodeError> {
+        let doc = doc.to_owned();
+        self.ask(|reply| RepoCommand::Share(ShareCommand::WhoCan(doc, reply)))
+            .await
+    }
+
+    /// This node's access log, oldest first.
+    pub async fn access_log(&self) -> Result<Vec<AccessEntry>, NodeError> {
+        self.ask(|reply| RepoCommand::Share(ShareCommand::Log(reply)))
+            .await
+    }
+
+    /// Checks the access log's hash chain; returns the number of entries, or where it was
+    /// altered.
+    pub async fn verify_access_log(&self) -> Result<u64, NodeError> {
+        self.ask(|reply| RepoCommand::Share(ShareCommand::VerifyLog(reply)))
             .await
     }
 

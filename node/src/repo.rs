@@ -12,7 +12,7 @@ use libp2p::Multiaddr;
 use membrane_protocol::{
     Did, DocumentId,
     sync::{
-        CloseReason, Effect, Input, SessionId, SyncHub,
+        AccessKind, CloseReason, Effect, Input, SessionId, SyncHub,
         gate::{Cutoff, RevokedAuthors, cutoff_of},
     },
 };
@@ -45,6 +45,9 @@ pub enum NodeError {
     /// The change could not be made durable; it was not acknowledged.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The document is another person's, shared with this one for reading only.
+    #[error("{0} is shared with you read-only; its owner would refuse your changes")]
+    ReadOnly(String),
     /// The node is shutting down.
     #[error("the node is stopping")]
     Stopped,
@@ -109,6 +112,19 @@ pub struct Status {
     pub quarantined: Vec<(String, String)>,
     /// The latest changes kept out of documents, newest last, and why.
     pub refused: Vec<RefusedEntry>,
+    /// The latest peers refused a session (or a grant), newest last, and why.
+    pub refused_peers: Vec<RefusedPeer>,
+}
+
+/// A peer that was refused, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefusedPeer {
+    /// When (Unix seconds).
+    pub at: u64,
+    /// The peer's device DID.
+    pub peer: String,
+    /// Why.
+    pub reason: String,
 }
 
 /// A change a peer sent that was kept out of a document.
@@ -193,7 +209,7 @@ pub(crate) struct Compaction {
     snapshot_len: u64,
 }
 
-type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
 
 /// A change made by the embedding application, run inside a transaction.
 pub type EditFn =
@@ -249,6 +265,7 @@ pub(crate) enum RepoCommand {
     Status {
         reply: Reply<Status>,
     },
+    Share(crate::sharing::ShareCommand),
 }
 
 pub(crate) struct RepoActor {
@@ -279,7 +296,18 @@ pub(crate) struct RepoActor {
     pub(crate) awaiting_hello: HashMap<SessionId, std::time::Instant>,
     /// The latest refused changes, at most [`REFUSALS_KEPT`].
     pub(crate) refused: std::collections::VecDeque<RefusedEntry>,
+    /// The latest refused peers, at most [`REFUSALS_KEPT`].
+    pub(crate) refused_peers: std::collections::VecDeque<RefusedPeer>,
+    /// The latest time seen: the clock never reads earlier (see [`RepoActor::now`]).
+    pub(crate) clock_floor: u64,
+    /// The floor last written to the store.
+    pub(crate) clock_floor_stored: u64,
+    /// The revoked delegations' CIDs, as text.
+    pub(crate) revoked: std::collections::BTreeSet<String>,
 }
+
+/// How far the clock floor may run ahead of the stored one before it is written again.
+const CLOCK_FLOOR_STEP: u64 = 60;
 
 /// The id of a person's index document (document names and metadata), the same on all of
 /// their devices.
@@ -311,13 +339,18 @@ fn heads_hex(doc: &Automerge) -> Vec<String> {
 
 impl RepoActor {
     pub(crate) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        self.refresh_revocations().await;
+        self.refresh_registry().await;
         let mut sweep = tokio::time::interval(HELLO_TIMEOUT / 4);
         loop {
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
-                _ = sweep.tick() => self.close_silent_sessions().await,
+                _ = sweep.tick() => {
+                    self.close_silent_sessions().await;
+                    let now = self.now();
+                    let effects = self.hub.expire(now);
+                    self.carry_out(effects).await;
+                }
                 Some(event) = self.net_events.recv() => self.on_net(event).await,
                 command = self.commands.recv() => match command {
                     Some(RepoCommand::Edit { doc, edit, reply }) => {
@@ -349,11 +382,37 @@ impl RepoActor {
         }
     }
 
+    /// The time to judge grants by: the wall clock, but never earlier than the latest time
+    /// this node has seen, so a clock turned back revives no expired grant. The floor is
+    /// stored every [`CLOCK_FLOOR_STEP`] seconds.
+    pub(crate) fn now(&mut self) -> u64 {
+        let wall = time::now();
+        if wall > self.clock_floor {
+            self.clock_floor = wall;
+            if wall >= self.clock_floor_stored + CLOCK_FLOOR_STEP {
+                self.clock_floor_stored = wall;
+                let store = self.store.clone();
+                tokio::spawn(async move {
+                    if let Ok(pending) = store.enqueue_clock_floor(wall).await {
+                        let _ = pending.durable().await;
+                    }
+                });
+            }
+        }
+        self.clock_floor
+    }
+
+    /// [`Self::now`] without advancing the floor.
+    pub(crate) fn now_read_only(&self) -> u64 {
+        time::now().max(self.clock_floor)
+    }
+
     async fn hub_input(&mut self, input: Input) {
-        let effects = self.hub.handle(time::now(), input);
+        let now = self.now();
+        let effects = self.hub.handle(now, input);
         self.carry_out(effects).await;
         if self.revocations_dirty {
-            Box::pin(self.refresh_revocations()).await;
+            Box::pin(self.refresh_registry()).await;
         }
     }
 
@@ -411,6 +470,9 @@ impl RepoActor {
                 }
                 Effect::Close { session, reason } => {
                     let peer = self.sessions.remove(&session);
+                    if let (CloseReason::Unauthorized(why), Some(peer)) = (&reason, peer) {
+                        self.note_refused_peer(peer, why.clone());
+                    }
                     tracing::warn!(peer = ?peer.map(|p| p.to_string()), %reason, "closing session");
                     let disconnect = matches!(reason, CloseReason::Unauthorized(_));
                     let _ = self
@@ -491,6 +553,36 @@ impl RepoActor {
                         watch_failure(pending, doc);
                     }
                 }
+                Effect::Access {
+                    peer,
+                    doc,
+                    grant,
+                    kind,
+                    bytes,
+                } => {
+                    let event = crate::store::access_log::AccessEvent {
+                        at: self.now_read_only(),
+                        peer: peer.to_string(),
+                        grant: grant.to_string(),
+                        doc: doc.to_string(),
+                        kind: match kind {
+                            AccessKind::Read => "read",
+                            AccessKind::Write => "write",
+                        }
+                        .into(),
+                        bytes,
+                    };
+                    if let Err(error) = self.store.enqueue_access(event).await {
+                        tracing::error!(%error, "could not log an access");
+                    }
+                }
+                Effect::GrantRefused { peer, reason } => {
+                    tracing::warn!(%peer, %reason, "refused a grant");
+                    self.note_refused_peer(peer, format!("grant refused: {reason}"));
+                }
+                Effect::Dropped { peer, doc, reason } => {
+                    tracing::warn!(%peer, %doc, %reason, "dropped a message");
+                }
                 Effect::Refused { peer, doc, changes } => {
                     for change in changes {
                         tracing::warn!(
@@ -519,6 +611,17 @@ impl RepoActor {
                 }
             }
         }
+    }
+
+    fn note_refused_peer(&mut self, peer: Did, reason: String) {
+        if self.refused_peers.len() == REFUSALS_KEPT {
+            self.refused_peers.pop_front();
+        }
+        self.refused_peers.push_back(RefusedPeer {
+            at: time::now(),
+            peer: peer.to_string(),
+            reason,
+        });
     }
 
     /// Closes sessions whose peer has not completed `Hello` within [`HELLO_TIMEOUT`]: a
@@ -572,7 +675,7 @@ impl RepoActor {
         }
     }
 
-    fn resolve(&self, text: &str) -> Result<DocumentId, NodeError> {
+    pub(crate) fn resolve(&self, text: &str) -> Result<DocumentId, NodeError> {
         if let Ok(id) = text.parse::<DocumentId>()
             && self.hub.docs().contains(&id)
         {
@@ -596,16 +699,19 @@ impl RepoActor {
         }
     }
 
-    fn name_of(&self, id: &DocumentId) -> Option<String> {
+    pub(crate) fn name_of(&self, id: &DocumentId) -> Option<String> {
         index_name(self.hub.docs().get(&self.index)?, &id.to_string())
     }
 
     /// Applies a local change, queues it durably, and answers once it is durable.
-    async fn change(
+    pub(crate) async fn change(
         &mut self,
         doc: DocumentId,
         edit: impl FnOnce(&mut automerge::transaction::Transaction<'_>) -> Result<(), NodeError>,
     ) -> Result<Option<Pending>, NodeError> {
+        if self.hub.borrowed_read_only(&doc) {
+            return Err(NodeError::ReadOnly(doc.to_string()));
+        }
         let actor = self.actor.clone();
         let outcome = self
             .hub
@@ -657,6 +763,12 @@ impl RepoActor {
     /// Applies queued changes to one document, each in its own transaction, persists them
     /// as one chunk, and answers each caller once that chunk is durable.
     async fn edit_batch(&mut self, doc: DocumentId, batch: Vec<(EditFn, Reply<Vec<String>>)>) {
+        if self.hub.borrowed_read_only(&doc) {
+            for (_, reply) in batch {
+                let _ = reply.send(Err(NodeError::ReadOnly(doc.to_string())));
+            }
+            return;
+        }
         let actor = self.actor.clone();
         let Some(before) = self.hub.docs().heads(&doc).map(<[_]>::to_vec) else {
             for (_, reply) in batch {
@@ -730,7 +842,7 @@ impl RepoActor {
         });
     }
 
-    async fn ensure_index(&mut self) -> Result<Option<Pending>, NodeError> {
+    pub(crate) async fn ensure_index(&mut self) -> Result<Option<Pending>, NodeError> {
         if self.hub.docs().contains(&self.index) {
             return Ok(None);
         }
@@ -896,6 +1008,7 @@ impl RepoActor {
                 let result = self.record_device(device, name, authority, powerline).await;
                 self.answer_unit_when_durable(result, reply);
             }
+            RepoCommand::Share(command) => self.on_share(command).await,
             RepoCommand::Status { reply } => {
                 let status = self.status().await;
                 let _ = reply.send(Ok(status));
@@ -951,7 +1064,6 @@ impl RepoActor {
         &mut self,
         target: &str,
     ) -> Result<(Vec<String>, Vec<Pending>), NodeError> {
-        use membrane_protocol::ucan::{Delegation, Revocation, decode_base64_loose, encode_base64};
         let devices = self.devices().await;
         let entry = devices
             .iter()
@@ -975,28 +1087,6 @@ impl RepoActor {
             .get(&self.index)
             .expect("the registry lives in the index");
         let record = json::get(index, &format!("/device:{}", entry.did))?.unwrap_or_default();
-        let chain = |field: &str| -> Vec<Delegation> {
-            record[field]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|t| t.as_str())
-                .filter_map(|t| decode_base64_loose(t).ok())
-                .filter_map(|b| Delegation::decode(&b).ok())
-                .collect()
-        };
-        let mine: Vec<String> = self
-            .identity
-            .authority
-            .iter()
-            .map(|d| encode_base64(d.as_bytes()))
-            .collect();
-        let my_proofs: Vec<_> = self
-            .identity
-            .authority
-            .iter()
-            .map(Delegation::cid)
-            .collect();
         // What this device holds of the revoked device's changes stays; anything later is
         // refused everywhere (see `membrane_protocol::sync::gate`).
         let device: Did = entry
@@ -1007,35 +1097,11 @@ impl RepoActor {
         let mut revoked = Vec::new();
         let mut pending = Vec::new();
         for field in ["authority", "powerline"] {
-            let theirs = chain(field);
+            let theirs = crate::sharing::chain_from_json(&record[field]);
             let Some(last) = theirs.last() else { continue };
-            let revocation = Revocation::sign(
-                &self.identity.device,
-                self.root,
-                last.cid(),
-                my_proofs.clone(),
-                time::now(),
-            )
-            .map_err(|e| NodeError::Invalid(e.to_string()))?;
-            let record = json!({
-                "device": entry.did,
-                "token": encode_base64(revocation.invocation().as_bytes()),
-                "proofs": mine,
-                "revoked_chain": theirs.iter().map(|d| encode_base64(d.as_bytes())).collect::<Vec<_>>(),
-                "by": self.device.to_string(),
-                "at": time::now(),
-                "cutoff": cutoff,
-            });
-            let key = format!("/revocation:{}", last.cid());
             revoked.push(last.cid().to_string());
-            if let Some(p) = self
-                .change(self.index, move |tx| {
-                    json::set(tx, &key, &record).map_err(NodeError::from)
-                })
-                .await?
-            {
-                pending.push(p);
-            }
+            let extra = json!({ "device": entry.did, "cutoff": cutoff });
+            pending.extend(self.record_revocation(&theirs, extra).await?);
         }
         if revoked.is_empty() {
             return Err(NodeError::Invalid(format!(
@@ -1043,16 +1109,67 @@ impl RepoActor {
                 entry.did
             )));
         }
-        self.revocations_dirty = true;
-        self.refresh_revocations().await;
         Ok((revoked, pending))
     }
 
-    /// Rebuilds the revocation set from the registry, keeping only revocations that verify,
-    /// and closes sessions that relied on a revoked delegation.
-    pub(crate) async fn refresh_revocations(&mut self) {
+    /// Revokes the last delegation of `revoked_chain` on the root's behalf (this device
+    /// holds `/` for the root, which covers `/ucan/revoke`), records the revocation in the
+    /// registry with the proofs any device needs to check it (plus `extra` fields), and
+    /// applies it here at once.
+    pub(crate) async fn record_revocation(
+        &mut self,
+        revoked_chain: &[membrane_protocol::ucan::Delegation],
+        extra: Json,
+    ) -> Result<Vec<Pending>, NodeError> {
+        use membrane_protocol::ucan::{Revocation, encode_base64};
+        let last = revoked_chain
+            .last()
+            .ok_or_else(|| NodeError::Invalid("nothing to revoke".into()))?;
+        let now = self.now();
+        let my_proofs = self
+            .identity
+            .authority
+            .iter()
+            .map(membrane_protocol::ucan::Delegation::cid)
+            .collect();
+        let revocation =
+            Revocation::sign(&self.identity.device, self.root, last.cid(), my_proofs, now)
+                .map_err(|e| NodeError::Invalid(e.to_string()))?;
+        let encode = |chain: &[membrane_protocol::ucan::Delegation]| -> Vec<String> {
+            chain.iter().map(|d| encode_base64(d.as_bytes())).collect()
+        };
+        let mut record = json!({
+            "token": encode_base64(revocation.invocation().as_bytes()),
+            "proofs": encode(&self.identity.authority),
+            "revoked_chain": encode(revoked_chain),
+            "by": self.device.to_string(),
+            "at": now,
+        });
+        if let (Some(record), Some(extra)) = (record.as_object_mut(), extra.as_object()) {
+            record.extend(extra.clone());
+        }
+        let key = format!("/revocation:{}", last.cid());
+        let mut pending = Vec::new();
+        if let Some(p) = self
+            .change(self.index, move |tx| {
+                json::set(tx, &key, &record).map_err(NodeError::from)
+            })
+            .await?
+        {
+            pending.push(p);
+        }
+        self.revocations_dirty = true;
+        self.refresh_registry().await;
+        Ok(pending)
+    }
+
+    /// Re-reads the registry after the index document changed: rebuilds the revocation set
+    /// (keeping only revocations that verify; sessions that relied on a revoked delegation
+    /// close), the revoked devices' cutoffs, and the grants this device holds on other
+    /// persons' documents (whose sharers' addresses the network keeps dialing).
+    pub(crate) async fn refresh_registry(&mut self) {
         use membrane_protocol::ucan::{
-            Delegation, Invocation, Revocation, RevocationSet, Validator, decode_base64_loose,
+            Invocation, Revocation, RevocationSet, Validator, decode_base64_loose,
         };
         if !std::mem::take(&mut self.revocations_dirty) {
             return;
@@ -1060,47 +1177,32 @@ impl RepoActor {
         let Some(index) = self.hub.docs().get(&self.index) else {
             return;
         };
-        let now = time::now();
+        let now = self.now_read_only();
         let mut set = RevocationSet::new();
         let mut authors = RevokedAuthors::new();
-        // Only the `revocation:` entries are read, field by field: the registry shares the
-        // index document with every document's name, and is read on each change to it.
-        for key in index.keys(ROOT).filter(|k| k.starts_with("revocation:")) {
+        let mut held = Vec::new();
+        let mut addrs = Vec::new();
+        // Only registry entries are read, field by field: the registry shares the index
+        // document with every document's name, and is read on each change to it.
+        for key in index.keys(ROOT) {
+            let is_revocation = key.starts_with("revocation:");
+            if !is_revocation && !key.starts_with("shared:") {
+                continue;
+            }
             let Ok(Some((automerge::Value::Object(_), entry))) = index.get(ROOT, key.as_str())
             else {
                 continue;
             };
-            let as_text = |value: automerge::Value<'_>| match value {
-                automerge::Value::Scalar(v) => match v.as_ref() {
-                    automerge::ScalarValue::Str(s) => Some(s.to_string()),
-                    _ => None,
-                },
-                automerge::Value::Object(_) => None,
-            };
-            let text = |field: &str| -> Option<String> {
-                index
-                    .get(&entry, field)
-                    .ok()
-                    .flatten()
-                    .and_then(|(v, _)| as_text(v))
-            };
-            let tokens = |field: &str| -> Vec<Delegation> {
-                let Ok(Some((_, list))) = index.get(&entry, field) else {
-                    return Vec::new();
-                };
-                (0..index.length(&list))
-                    .filter_map(|i| {
-                        index
-                            .get(&list, i)
-                            .ok()
-                            .flatten()
-                            .and_then(|(v, _)| as_text(v))
-                    })
-                    .filter_map(|t| decode_base64_loose(&t).ok())
-                    .filter_map(|b| Delegation::decode(&b).ok())
-                    .collect()
-            };
-            let Some(revocation) = text("token")
+            if !is_revocation {
+                held.push(entry_tokens(index, &entry, "chain"));
+                addrs.extend(
+                    entry_texts(index, &entry, "addrs")
+                        .into_iter()
+                        .filter_map(|a| a.parse::<Multiaddr>().ok()),
+                );
+                continue;
+            }
+            let Some(revocation) = entry_text(index, &entry, "token")
                 .and_then(|t| decode_base64_loose(&t).ok())
                 .and_then(|b| Invocation::decode(&b).ok())
                 .and_then(|i| Revocation::from_invocation(i).ok())
@@ -1108,8 +1210,8 @@ impl RepoActor {
                 tracing::warn!(%key, "ignoring an unreadable revocation");
                 continue;
             };
-            let proofs = tokens("proofs");
-            let revoked_chain = tokens("revoked_chain");
+            let proofs = entry_tokens(index, &entry, "proofs");
+            let revoked_chain = entry_tokens(index, &entry, "revoked_chain");
             match revocation.verify(
                 &Validator::new(now).with_clock_skew(60),
                 &proofs,
@@ -1117,7 +1219,9 @@ impl RepoActor {
             ) {
                 Ok(()) => {
                     set.insert(revocation.revoked());
-                    if let Some(revoked) = revoked_chain.last() {
+                    // A device's revocation also bars its later changes.
+                    let of_device = entry_text(index, &entry, "device").is_some();
+                    if let Some(revoked) = revoked_chain.last().filter(|_| of_device) {
                         let cutoff = read_cutoff(index, &entry);
                         authors.insert(revoked.payload().audience, cutoff);
                     }
@@ -1127,9 +1231,20 @@ impl RepoActor {
                 }
             }
         }
+        self.revoked = set.iter().map(ToString::to_string).collect();
         self.hub.set_revoked_authors(authors);
         let effects = self.hub.set_revocations(set);
         self.carry_out(effects).await;
+        for (chain, reason) in self.hub.set_held_grants(now, held) {
+            let cid = chain
+                .last()
+                .map(|d| d.cid().to_string())
+                .unwrap_or_default();
+            tracing::warn!(grant = %cid, %reason, "not using a grant held by this person");
+        }
+        if !addrs.is_empty() {
+            let _ = self.net.send(NetCommand::Remember(addrs)).await;
+        }
     }
 
     async fn devices(&self) -> Vec<DeviceEntry> {
@@ -1236,8 +1351,49 @@ impl RepoActor {
                 .map(|(id, why)| (id.to_string(), why.clone()))
                 .collect(),
             refused: self.refused.iter().cloned().collect(),
+            refused_peers: self.refused_peers.iter().cloned().collect(),
         }
     }
+}
+
+/// A text field of a registry entry.
+fn entry_text(index: &Automerge, entry: &automerge::ObjId, field: &str) -> Option<String> {
+    match index.get(entry, field).ok()??.0 {
+        automerge::Value::Scalar(v) => match v.as_ref() {
+            automerge::ScalarValue::Str(s) => Some(s.to_string()),
+            _ => None,
+        },
+        automerge::Value::Object(_) => None,
+    }
+}
+
+/// A list-of-text field of a registry entry.
+fn entry_texts(index: &Automerge, entry: &automerge::ObjId, field: &str) -> Vec<String> {
+    let Ok(Some((_, list))) = index.get(entry, field) else {
+        return Vec::new();
+    };
+    (0..index.length(&list))
+        .filter_map(|i| match index.get(&list, i).ok()??.0 {
+            automerge::Value::Scalar(v) => match v.as_ref() {
+                automerge::ScalarValue::Str(s) => Some(s.to_string()),
+                _ => None,
+            },
+            automerge::Value::Object(_) => None,
+        })
+        .collect()
+}
+
+/// A field of a registry entry holding a chain of base64 tokens.
+fn entry_tokens(
+    index: &Automerge,
+    entry: &automerge::ObjId,
+    field: &str,
+) -> Vec<membrane_protocol::ucan::Delegation> {
+    entry_texts(index, entry, field)
+        .iter()
+        .filter_map(|t| membrane_protocol::ucan::decode_base64_loose(t).ok())
+        .filter_map(|b| membrane_protocol::ucan::Delegation::decode(&b).ok())
+        .collect()
 }
 
 /// A cutoff as stored in a revocation record: `{document id: {actor hex: seq}}`.
@@ -1311,7 +1467,7 @@ fn index_name(index: &Automerge, key: &str) -> Option<String> {
 
 /// Answers `reply` with the value once every queued write is durable (or with the first
 /// failure).
-fn reply_when_durable<T: Send + 'static>(
+pub(crate) fn reply_when_durable<T: Send + 'static>(
     result: Result<(T, Vec<Pending>), NodeError>,
     reply: Reply<T>,
 ) {

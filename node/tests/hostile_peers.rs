@@ -96,6 +96,7 @@ fn hello_with(chain: &[membrane_protocol::ucan::Delegation]) -> Frame {
             .iter()
             .map(|d| ByteBuf::from(d.as_bytes().to_vec()))
             .collect(),
+        grants: vec![],
     }
 }
 

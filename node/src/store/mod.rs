@@ -10,6 +10,7 @@
 //! At open the file's integrity is checked, and every document is loaded; one that does
 //! not load is quarantined (its bytes kept, its id reported) while the rest are served.
 
+pub mod access_log;
 mod tables;
 
 use std::{
@@ -24,7 +25,10 @@ use redb::{Database, Durability, ReadableDatabase as _, ReadableTable as _};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use self::tables::*;
+use self::{
+    access_log::{AccessEntry, AccessEvent, GENESIS, LogBroken},
+    tables::*,
+};
 
 /// Most writes committed in one transaction.
 pub const MAX_GROUP: usize = 512;
@@ -113,6 +117,9 @@ pub struct Loaded {
     pub sync_states: HashMap<[u8; 32], Vec<(DocumentId, Vec<u8>)>>,
     /// Whether the integrity check had to repair the file.
     pub repaired: bool,
+    /// The latest time this node has seen (Unix seconds): its clock never goes back
+    /// below it, so turning the system clock back revives no expired grant.
+    pub clock_floor: UnixTime,
 }
 
 /// A device in the person's registry.
@@ -154,6 +161,8 @@ enum Write {
         cid: Vec<u8>,
         token: Vec<u8>,
     },
+    Access(AccessEvent),
+    ClockFloor(UnixTime),
 }
 
 enum Command {
@@ -164,6 +173,8 @@ enum Command {
         DocumentId,
         oneshot::Sender<Result<Option<Automerge>, StoreError>>,
     ),
+    AccessLog(oneshot::Sender<Result<Vec<AccessEntry>, StoreError>>),
+    VerifyAccessLog(oneshot::Sender<Result<Result<u64, LogBroken>, StoreError>>),
 }
 
 /// A cloneable handle to the store thread.
@@ -222,10 +233,12 @@ impl StoreHandle {
         for doc in &loaded.docs {
             next_seq.insert(doc.id, doc.chunks);
         }
+        let log_head = log_head(&db).map_err(|e| database_error(e.to_string()))?;
         let (commands, inbox) = mpsc::channel(QUEUE_DEPTH);
         let mut actor = StoreActor {
             db,
             next_seq,
+            log_head,
             inbox,
         };
         let thread = thread::Builder::new()
@@ -373,6 +386,36 @@ impl StoreHandle {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Appends to the access log; the returned [`Pending`] resolves once it is durable.
+    pub async fn enqueue_access(&self, event: AccessEvent) -> Result<Pending, StoreError> {
+        self.enqueue(Write::Access(event)).await
+    }
+
+    /// Raises the stored clock floor (see [`Loaded::clock_floor`]).
+    pub async fn enqueue_clock_floor(&self, now: UnixTime) -> Result<Pending, StoreError> {
+        self.enqueue(Write::ClockFloor(now)).await
+    }
+
+    /// The whole access log, oldest first.
+    pub async fn access_log(&self) -> Result<Vec<AccessEntry>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::AccessLog(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Checks the access log's hash chain: how many entries, or where it was altered.
+    pub async fn verify_access_log(&self) -> Result<Result<u64, LogBroken>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::VerifyAccessLog(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
     /// Reloads one document from disk (after its in-memory copy was damaged).
     pub async fn read_doc(&self, id: DocumentId) -> Result<Option<Automerge>, StoreError> {
         let (reply, answer) = oneshot::channel();
@@ -398,6 +441,8 @@ impl Pending {
 struct StoreActor {
     db: Database,
     next_seq: HashMap<DocumentId, u64>,
+    /// The access log's last position and hash.
+    log_head: (u64, [u8; 32]),
     inbox: mpsc::Receiver<Command>,
 }
 
@@ -419,6 +464,12 @@ impl StoreActor {
                     Command::ReadDoc(id, reply) => {
                         let _ = reply.send(self.read_doc(id));
                     }
+                    Command::AccessLog(reply) => {
+                        let _ = reply.send(self.access_log());
+                    }
+                    Command::VerifyAccessLog(reply) => {
+                        let _ = reply.send(self.access_log_rows().map(access_log::verify));
+                    }
                 }
                 if writes.len() < MAX_GROUP {
                     next = self.inbox.try_recv().ok();
@@ -432,6 +483,7 @@ impl StoreActor {
 
     fn commit(&mut self, writes: Vec<(Write, oneshot::Sender<Result<u64, StoreError>>)>) {
         let seq_before = self.next_seq.clone();
+        let log_before = self.log_head;
         let (writes, replies): (Vec<_>, Vec<_>) = writes.into_iter().unzip();
         let outcome = self.apply(&writes);
         match outcome {
@@ -443,6 +495,7 @@ impl StoreActor {
             Err(error) => {
                 // Nothing was committed: forget the sequence numbers we handed out.
                 self.next_seq = seq_before;
+                self.log_head = log_before;
                 tracing::error!(%error, "store commit failed");
                 for reply in replies {
                     let _ = reply.send(Err(error.clone()));
@@ -489,6 +542,14 @@ impl StoreActor {
                 .map_err(db_error)?;
             let mut delegations = needs(|w| matches!(w, Write::Delegation { .. }))
                 .then(|| txn.open_table(DELEGATIONS))
+                .transpose()
+                .map_err(db_error)?;
+            let mut log = needs(|w| matches!(w, Write::Access(_)))
+                .then(|| txn.open_table(ACCESS_LOG))
+                .transpose()
+                .map_err(db_error)?;
+            let mut meta = needs(|w| matches!(w, Write::ClockFloor(_)))
+                .then(|| txn.open_table(META))
                 .transpose()
                 .map_err(db_error)?;
             let opened = "the table was opened for this kind of write";
@@ -569,12 +630,51 @@ impl StoreActor {
                             .map_err(db_error)?;
                         0
                     }
+                    Write::Access(event) => {
+                        let (last, prev) = self.log_head;
+                        let seq = last + 1;
+                        let (entry, hash) = access_log::chain(seq, event.clone(), &prev);
+                        let bytes = serde_json::to_vec(&entry).map_err(db_error)?;
+                        let log = log.as_mut().expect(opened);
+                        log.insert(seq, bytes.as_slice()).map_err(db_error)?;
+                        self.log_head = (seq, hash);
+                        seq
+                    }
+                    Write::ClockFloor(now) => {
+                        let meta = meta.as_mut().expect(opened);
+                        let floor = meta
+                            .get(CLOCK_FLOOR)
+                            .map_err(db_error)?
+                            .map_or(0, |v| v.value());
+                        meta.insert(CLOCK_FLOOR, floor.max(*now))
+                            .map_err(db_error)?;
+                        0
+                    }
                 };
                 results.push(result);
             }
         }
         txn.commit().map_err(db_error)?;
         Ok(results)
+    }
+
+    fn access_log_rows(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(ACCESS_LOG).map_err(db_error)?;
+        let mut rows = Vec::new();
+        for row in table.iter().map_err(db_error)? {
+            let (seq, bytes) = row.map_err(db_error)?;
+            rows.push((seq.value(), bytes.value().to_vec()));
+        }
+        Ok(rows)
+    }
+
+    fn access_log(&self) -> Result<Vec<AccessEntry>, StoreError> {
+        Ok(self
+            .access_log_rows()?
+            .into_iter()
+            .filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok())
+            .collect())
     }
 
     fn devices(&self) -> Result<Vec<(String, DeviceRecord)>, StoreError> {
@@ -615,6 +715,22 @@ impl StoreActor {
     }
 }
 
+/// The access log's last position and hash (0 and [`GENESIS`] when empty).
+fn log_head(db: &Database) -> Result<(u64, [u8; 32]), redb::Error> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(ACCESS_LOG)?;
+    let Some(last) = table.last()? else {
+        return Ok((0, GENESIS));
+    };
+    let (seq, bytes) = (last.0.value(), last.1.value());
+    // An unreadable tail keeps its position; `verify` reports it.
+    let hash = serde_json::from_slice::<AccessEntry>(bytes)
+        .ok()
+        .and_then(|entry| access_log::unhex(&entry.hash))
+        .unwrap_or(GENESIS);
+    Ok((seq, hash))
+}
+
 /// Creates the tables and records the schema version; returns the version found.
 fn prepare_schema(db: &Database) -> Result<u64, redb::Error> {
     let mut txn = db.begin_write()?;
@@ -633,6 +749,7 @@ fn prepare_schema(db: &Database) -> Result<u64, redb::Error> {
         txn.open_table(DELEGATIONS)?;
         txn.open_table(REVOCATIONS)?;
         txn.open_table(DEVICES)?;
+        txn.open_table(ACCESS_LOG)?;
         found.unwrap_or(SCHEMA_VERSION)
     };
     txn.commit()?;
@@ -685,6 +802,10 @@ fn load(db: &Database) -> Result<Loaded, redb::Error> {
         let snapshots = txn.open_table(SNAPSHOTS)?;
         let chunks = txn.open_table(CHUNKS)?;
         let quarantine = txn.open_table(QUARANTINE)?;
+        loaded.clock_floor = txn
+            .open_table(META)?
+            .get(CLOCK_FLOOR)?
+            .map_or(0, |v| v.value());
         for row in docs.iter()? {
             let (id, meta) = row?;
             let id = DocumentId::from_bytes(*id.value());

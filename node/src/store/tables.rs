@@ -27,5 +27,11 @@ pub(crate) const REVOCATIONS: TableDefinition<'_, &[u8], &[u8]> =
 /// Device DID → registry entry (JSON).
 pub(crate) const DEVICES: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("devices-v1");
 
+/// Position (from 1) → access log entry (JSON, hash-chained; see `access_log`).
+pub(crate) const ACCESS_LOG: TableDefinition<'_, u64, &[u8]> =
+    TableDefinition::new("access-log-v1");
+/// Key in [`META`]: the latest time the node has seen.
+pub(crate) const CLOCK_FLOOR: &str = "clock-floor";
+
 /// The schema version these tables describe.
 pub(crate) const SCHEMA_VERSION: u64 = 1;

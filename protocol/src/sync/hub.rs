@@ -398,6 +398,20 @@ impl SyncHub {
         refused
     }
 
+    /// Whether `doc` belongs to another person who granted us read but not write: local
+    /// changes to it would be refused by its owner.
+    pub fn borrowed_read_only(&self, doc: &DocumentId) -> bool {
+        let mut levels = self
+            .held
+            .iter()
+            .flat_map(|h| &h.documents)
+            .filter(|(d, _)| d == doc)
+            .map(|(_, level)| *level);
+        levels
+            .next()
+            .is_some_and(|first| first == Level::Read && levels.all(|l| l == Level::Read))
+    }
+
     /// Closes shared sessions whose grants have expired by `now` (the node calls this
     /// periodically; `Hello` checks expiry too).
     pub fn expire(&mut self, now: UnixTime) -> Vec<Effect> {

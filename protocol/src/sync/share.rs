@@ -91,10 +91,13 @@ pub fn granted_documents(chain: &[Delegation], valid: &ValidChain) -> Vec<(Docum
                 ARG_DOC.to_owned(),
                 Ipld::String(doc.to_string()),
             )]));
-            let allows = |command: &str| valid.allows(&capability::command(command), &args).is_ok();
-            if allows(DOC_WRITE) {
+            // Every policy in the chain must hold for this document; the level follows from
+            // the chain's command (admin and write imply read: `capability::implies`).
+            valid.allows(valid.command(), &args).ok()?;
+            let held = valid.command();
+            if capability::implies(held, &capability::command(DOC_WRITE)) {
                 Some((doc, Level::Write))
-            } else if allows(DOC_READ) {
+            } else if capability::implies(held, &capability::command(DOC_READ)) {
                 Some((doc, Level::Read))
             } else {
                 None
@@ -164,11 +167,19 @@ mod tests {
             capability::policy_for_path(&calendar.to_string(), "/monday"),
         );
         assert_eq!(documents(path), []);
-        // `/membrane/doc` covers write, hence read too.
-        let all = grant(
-            capability::DOC,
+        // `/membrane/doc` covers write, hence read too; admin implies write.
+        for command in [capability::DOC, capability::DOC_ADMIN] {
+            let all = grant(
+                command,
+                capability::policy_for_document(&calendar.to_string()),
+            );
+            assert_eq!(documents(all), [(calendar, Level::Write)]);
+        }
+        // A command outside documents covers none.
+        let link = grant(
+            capability::DEVICE_LINK,
             capability::policy_for_document(&calendar.to_string()),
         );
-        assert_eq!(documents(all), [(calendar, Level::Write)]);
+        assert_eq!(documents(link), []);
     }
 }

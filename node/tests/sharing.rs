@@ -1,0 +1,236 @@
+//! Sharing with other people over real libp2p connections on loopback: a friend reads one
+//! document, a shop writes into an inbox, and each gets exactly that, until revoked or
+//! expired. Every use is in the owner's access log.
+
+mod common;
+
+use common::{config, eventually};
+
+use membrane_node::{
+    DataDir, DeviceIdentity, Node, NodeHandle,
+    sharing::{Can, GrantRequest},
+    time,
+};
+use serde_json::json;
+
+async fn person(base: &std::path::Path, name: &str) -> NodeHandle {
+    let dir = base.join(name);
+    DeviceIdentity::init(&DataDir::new(&dir), time::now()).unwrap();
+    Node::start(config(&dir)).await.unwrap()
+}
+
+async fn has(node: &NodeHandle, doc: &str, path: &str, expected: serde_json::Value) -> bool {
+    node.get(doc, path).await.ok().flatten() == Some(expected)
+}
+
+fn request(to: &NodeHandle, doc: &str, can: Can) -> GrantRequest {
+    GrantRequest {
+        to: to.device(),
+        doc: doc.into(),
+        can,
+        expires_in: Some(3_600),
+        terms: None,
+        note: None,
+    }
+}
+
+async fn refused_with(node: &NodeHandle, peer: &NodeHandle, reason: &str) -> bool {
+    let peer = peer.device().to_string();
+    node.status()
+        .await
+        .unwrap()
+        .refused_peers
+        .iter()
+        .any(|r| r.peer == peer && r.reason.contains(reason))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_friend_reads_a_shop_writes_and_each_gets_exactly_that() {
+    let temp = tempfile::tempdir().unwrap();
+    let sarah = person(temp.path(), "sarah").await;
+    let tom = person(temp.path(), "tom").await;
+    let shop = person(temp.path(), "shop").await;
+    let calendar = sarah
+        .create_doc(Some("calendar".into()), Some(json!({"saturday": "tennis"})))
+        .await
+        .unwrap()
+        .to_string();
+    let inbox = sarah
+        .create_doc(Some("inbox".into()), Some(json!({"offers": {}})))
+        .await
+        .unwrap()
+        .to_string();
+    let diary = sarah
+        .create_doc(
+            Some("diary".into()),
+            Some(json!({"secret": "not for anyone"})),
+        )
+        .await
+        .unwrap()
+        .to_string();
+    sarah.listen_addrs(1).await;
+
+    // Tom may read the calendar; he accepts the code and his node fetches it.
+    let for_tom = sarah
+        .grant(request(&tom, "calendar", Can::Read))
+        .await
+        .unwrap();
+    let shared = tom.accept(&for_tom.code).await.unwrap();
+    assert_eq!(shared.docs, [(calendar.clone(), "read".to_owned())]);
+    eventually("Tom has the calendar", || {
+        has(&tom, &calendar, "/saturday", json!("tennis"))
+    })
+    .await;
+
+    // The shop may write into the inbox, on Sarah's terms.
+    let mut to_shop = request(&shop, "inbox", Can::Write);
+    to_shop.terms = Some("offers about tennis only, at most one a week".into());
+    let for_shop = sarah.grant(to_shop).await.unwrap();
+    let shared = shop.accept(&for_shop.code).await.unwrap();
+    assert_eq!(
+        shared.terms.as_deref(),
+        Some("offers about tennis only, at most one a week")
+    );
+    eventually("the shop has the inbox", || {
+        has(&shop, &inbox, "/offers", json!({}))
+    })
+    .await;
+    shop.set(&inbox, "/offers/rackets", json!("20% off"))
+        .await
+        .unwrap();
+    eventually("the offer lands in Sarah's inbox", || {
+        has(&sarah, &inbox, "/offers/rackets", json!("20% off"))
+    })
+    .await;
+
+    // Each sees exactly what was granted: no diary anywhere, no inbox at Tom's.
+    for (node, granted) in [(&tom, &calendar), (&shop, &inbox)] {
+        let ids: Vec<String> = node
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        assert!(ids.contains(granted));
+        assert!(!ids.contains(&diary), "{ids:?}");
+    }
+    assert!(!tom.list().await.unwrap().iter().any(|d| d.id == inbox));
+    assert_eq!(tom.get(&diary, "/secret").await.ok().flatten(), None);
+
+    // Tom's node will not let him edit what he may only read (a node that sent such
+    // changes anyway would see them refused: `protocol/tests/sync_hub.rs`).
+    let error = tom
+        .set(&calendar, "/saturday", json!("cancelled"))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("read-only"), "{error}");
+    assert!(has(&tom, &calendar, "/saturday", json!("tennis")).await);
+
+    // Sarah's access log holds Tom's reads and the shop's write, and verifies.
+    let log = sarah.access_log().await.unwrap();
+    let tom_did = tom.device().to_string();
+    let shop_did = shop.device().to_string();
+    assert!(log.iter().any(|e| e.event.peer == tom_did
+        && e.event.doc == calendar
+        && e.event.kind == "read"
+        && e.event.grant == for_tom.cid));
+    assert!(log.iter().any(|e| e.event.peer == shop_did
+        && e.event.doc == inbox
+        && e.event.kind == "write"
+        && e.event.bytes > 0));
+    assert!(log.iter().all(|e| e.event.doc != diary));
+    assert_eq!(sarah.verify_access_log().await.unwrap(), log.len() as u64);
+    let grants = sarah.grants().await.unwrap();
+    assert_eq!(grants.len(), 2);
+    assert!(grants.iter().all(|g| g.last_used.is_some() && !g.revoked));
+    let who = sarah.who_can("calendar").await.unwrap();
+    assert_eq!(who.grants.len(), 1);
+    assert_eq!(who.grants[0]["to"], json!(tom_did));
+
+    // Sarah revokes Tom's grant: his session closes, his redials are refused, and her
+    // next change does not reach him. The shop keeps its access.
+    sarah.revoke_grant(&for_tom.cid).await.unwrap();
+    eventually("Tom is refused", || refused_with(&sarah, &tom, "Revoked")).await;
+    sarah.set(&calendar, "/sunday", json!("run")).await.unwrap();
+    shop.set(&inbox, "/offers/balls", json!("3 for 2"))
+        .await
+        .unwrap();
+    eventually("the shop still writes", || {
+        has(&sarah, &inbox, "/offers/balls", json!("3 for 2"))
+    })
+    .await;
+    eventually("Tom is refused again after Sarah's change", || async {
+        let after = sarah.status().await.unwrap().refused_peers.len();
+        after >= 2 && refused_with(&sarah, &tom, "Revoked").await
+    })
+    .await;
+    assert_eq!(tom.get(&calendar, "/sunday").await.unwrap(), None);
+    assert!(sarah.who_can("calendar").await.unwrap().grants.is_empty());
+    assert!(
+        sarah
+            .grants()
+            .await
+            .unwrap()
+            .iter()
+            .any(|g| g.cid == for_tom.cid && g.revoked)
+    );
+
+    for node in [sarah, tom, shop] {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_grant_opens_nothing_and_bad_codes_are_refused() {
+    let temp = tempfile::tempdir().unwrap();
+    let sarah = person(temp.path(), "sarah").await;
+    let tom = person(temp.path(), "tom").await;
+    sarah
+        .create_doc(Some("calendar".into()), Some(json!({"saturday": "tennis"})))
+        .await
+        .unwrap();
+    sarah.listen_addrs(1).await;
+
+    // Already expired when presented: refused at accept, and Sarah would refuse it too.
+    let mut short = request(&tom, "calendar", Can::Read);
+    short.expires_in = Some(0);
+    let grant = sarah.grant(short).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    let error = tom.accept(&grant.code).await.unwrap_err().to_string();
+    assert!(
+        error.contains("expired") || error.contains("Expired"),
+        "{error}"
+    );
+
+    // Grants for someone else, on one's own documents, or garbled: clear errors.
+    let for_tom = sarah
+        .grant(request(&tom, "calendar", Can::Read))
+        .await
+        .unwrap();
+    let other = person(temp.path(), "other").await;
+    let error = other.accept(&for_tom.code).await.unwrap_err().to_string();
+    assert!(error.contains("not for this device"), "{error}");
+    let error = sarah.accept(&for_tom.code).await.unwrap_err().to_string();
+    assert!(error.contains("your own documents"), "{error}");
+    for garbled in [
+        "",
+        "mbrgrant1",
+        "mbrgrant1AAAA",
+        &for_tom.code[..for_tom.code.len() / 2],
+    ] {
+        let error = tom.accept(garbled).await.unwrap_err().to_string();
+        assert!(error.contains("not a grant code"), "{garbled}: {error}");
+    }
+    assert!(tom.shared().await.unwrap().is_empty());
+    assert!(
+        sarah
+            .grant(request(&sarah, "calendar", Can::Read))
+            .await
+            .is_err(),
+        "no grants to oneself"
+    );
+    for node in [sarah, tom, other] {
+        node.shutdown().await;
+    }
+}
