@@ -62,4 +62,32 @@ pub(crate) enum Command {
     /// Inspect, verify and issue UCAN 1.0 tokens.
     #[command(subcommand)]
     Token(Box<cmd::token::Command>),
+    /// Let another person read or write one document (needs `membrane run`).
+    ///
+    /// Example: membrane grant did:key:z6Mk… --doc calendar --can read --expires 30d
+    Grant(cmd::grant::Args),
+    /// List the grants you issued (needs `membrane run`).
+    ///
+    /// Example: membrane grants --json
+    Grants(cmd::grants::Args),
+    /// Accept a grant another person gave you (needs `membrane run`).
+    ///
+    /// Example: membrane accept mbrgrant1…
+    Accept(cmd::accept::Args),
+    /// List what others share with you (needs `membrane run`).
+    ///
+    /// Example: membrane shared
+    Shared(cmd::shared::Args),
+    /// Withdraw a grant (needs `membrane run`).
+    ///
+    /// Example: membrane revoke bafyrei…
+    Revoke(cmd::revoke::Args),
+    /// Show who may read or write a document (needs `membrane run`).
+    ///
+    /// Example: membrane who-can calendar
+    WhoCan(cmd::who_can::Args),
+    /// Show the access log, or verify it (needs `membrane run`).
+    ///
+    /// Example: membrane log --json; membrane log verify
+    Log(cmd::log::Args),
 }

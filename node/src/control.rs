@@ -156,6 +156,45 @@ async fn call(node: &NodeHandle, method: &str, params: &Json) -> Result<Json, St
                 .map_err(to_text)?;
             Ok(json!({"revoked": revoked}))
         }
+        "grant" => {
+            let to = param(params, "to")?
+                .parse()
+                .map_err(|e| format!("the grantee is not a did:key: {e}"))?;
+            let can = param(params, "can")?.parse()?;
+            let text = |key: &str| params[key].as_str().map(str::to_owned);
+            let request = crate::sharing::GrantRequest {
+                to,
+                doc: param(params, "doc")?.to_owned(),
+                can,
+                expires_in: params["expires_in"].as_u64(),
+                terms: text("terms"),
+                note: text("note"),
+            };
+            Ok(json!(node.grant(request).await.map_err(to_text)?))
+        }
+        "grants" => Ok(json!(node.grants().await.map_err(to_text)?)),
+        "accept" => Ok(json!(
+            node.accept(param(params, "code")?).await.map_err(to_text)?
+        )),
+        "shared" => Ok(json!(node.shared().await.map_err(to_text)?)),
+        "revoke" => {
+            let revoked = node
+                .revoke_grant(param(params, "grant")?)
+                .await
+                .map_err(to_text)?;
+            Ok(json!({"revoked": revoked}))
+        }
+        "who-can" => Ok(json!(
+            node.who_can(param(params, "doc")?).await.map_err(to_text)?
+        )),
+        "log" => Ok(json!(node.access_log().await.map_err(to_text)?)),
+        "log.verify" => match node.verify_access_log().await {
+            Ok(entries) => Ok(json!({"intact": true, "entries": entries})),
+            Err(crate::repo::NodeError::Invalid(broken)) => {
+                Ok(json!({"intact": false, "error": broken}))
+            }
+            Err(other) => Err(to_text(other)),
+        },
         "dial" => {
             let addr = param(params, "addr")?
                 .parse()

@@ -1,14 +1,21 @@
 //! One module per subcommand; each exposes `Args` and `run`.
 
+pub(crate) mod accept;
 pub(crate) mod device;
 pub(crate) mod devices;
 pub(crate) mod doc;
+pub(crate) mod grant;
+pub(crate) mod grants;
 pub(crate) mod id;
 pub(crate) mod init;
+pub(crate) mod log;
 pub(crate) mod pair;
+pub(crate) mod revoke;
 pub(crate) mod run;
+pub(crate) mod shared;
 pub(crate) mod status;
 pub(crate) mod token;
+pub(crate) mod who_can;
 
 use std::path::PathBuf;
 
@@ -32,6 +39,13 @@ pub(crate) fn run(cli: Cli, out: &mut Output) -> anyhow::Result<()> {
         Command::Pair(command) => pair::run(command, data_dir, out),
         Command::Devices(args) => devices::run(args, data_dir, out),
         Command::Token(command) => token::run(*command, data_dir, out),
+        Command::Grant(args) => grant::run(args, data_dir, out),
+        Command::Grants(args) => grants::run(args, data_dir, out),
+        Command::Accept(args) => accept::run(args, data_dir, out),
+        Command::Shared(args) => shared::run(args, data_dir, out),
+        Command::Revoke(args) => revoke::run(args, data_dir, out),
+        Command::WhoCan(args) => who_can::run(args, data_dir, out),
+        Command::Log(args) => log::run(args, data_dir, out),
     }
 }
 

@@ -453,6 +453,10 @@ impl StoreActor {
             let mut writes = Vec::new();
             let mut next = Some(first);
             while let Some(command) = next.take() {
+                if !matches!(command, Command::Write(..)) && !writes.is_empty() {
+                    // A read sees every write queued before it.
+                    self.commit(std::mem::take(&mut writes));
+                }
                 match command {
                     Command::Write(write, reply) => writes.push((write, reply)),
                     Command::Devices(reply) => {
