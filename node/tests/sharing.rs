@@ -234,3 +234,58 @@ async fn an_expired_grant_opens_nothing_and_bad_codes_are_refused() {
         node.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_access_log_fails_verification() {
+    let temp = tempfile::tempdir().unwrap();
+    let sarah = person(temp.path(), "sarah").await;
+    let tom = person(temp.path(), "tom").await;
+    let calendar = sarah
+        .create_doc(Some("calendar".into()), Some(json!({"saturday": "tennis"})))
+        .await
+        .unwrap()
+        .to_string();
+    sarah.listen_addrs(1).await;
+    let grant = sarah
+        .grant(request(&tom, "calendar", Can::Read))
+        .await
+        .unwrap();
+    tom.accept(&grant.code).await.unwrap();
+    eventually("Tom has the calendar", || {
+        has(&tom, &calendar, "/saturday", json!("tennis"))
+    })
+    .await;
+    eventually("the read is logged", || async {
+        !sarah.access_log().await.unwrap().is_empty()
+    })
+    .await;
+    let entries = sarah.verify_access_log().await.unwrap();
+    assert!(entries >= 1);
+    tom.shutdown().await;
+    sarah.shutdown().await;
+
+    // Someone with the disk rewrites the first entry to hide who read what.
+    let store = temp.path().join("sarah/store.redb");
+    {
+        let table: redb::TableDefinition<'_, u64, &[u8]> =
+            redb::TableDefinition::new("access-log-v1");
+        let db = redb::Database::open(&store).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            use redb::ReadableTable as _;
+            let mut log = txn.open_table(table).unwrap();
+            let first = log.get(1).unwrap().unwrap().value().to_vec();
+            let mut entry: serde_json::Value = serde_json::from_slice(&first).unwrap();
+            entry["peer"] = json!("did:key:z6MkSomeoneElse");
+            log.insert(1, serde_json::to_vec(&entry).unwrap().as_slice())
+                .unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let sarah = Node::start(config(&temp.path().join("sarah")))
+        .await
+        .unwrap();
+    let error = sarah.verify_access_log().await.unwrap_err().to_string();
+    assert!(error.contains("entry 1"), "{error}");
+    sarah.shutdown().await;
+}
