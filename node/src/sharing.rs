@@ -313,7 +313,13 @@ impl RepoActor {
         let now = self.now();
         let expires = request.expires_in.map(|secs| now.saturating_add(secs));
         let mut meta = BTreeMap::new();
-        for (key, value) in [("terms", &request.terms), ("note", &request.note)] {
+        // The document's name travels too, so the grantee can call it the same.
+        let name = self.name_of(&doc);
+        for (key, value) in [
+            ("terms", &request.terms),
+            ("note", &request.note),
+            ("name", &name),
+        ] {
             if let Some(value) = value {
                 meta.insert(key.to_owned(), Ipld::String(value.clone()));
             }
@@ -509,9 +515,29 @@ impl RepoActor {
         if let Some(p) = self.ensure_index().await? {
             pending.push(p);
         }
+        // Name the shared document as its owner does, unless it already has a name here.
+        let names: Vec<(String, Json)> = match meta_text(&grant, "name") {
+            Some(name) => info
+                .docs
+                .iter()
+                .filter(|(doc, _)| doc.parse().ok().and_then(|id| self.name_of(&id)).is_none())
+                .map(|(doc, _)| {
+                    let key = format!("/{}", doc.replace('~', "~0").replace('/', "~1"));
+                    (
+                        key,
+                        json!({"name": name, "created": now, "shared_from": info.from}),
+                    )
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         if let Some(p) = self
             .change(self.index, move |tx| {
-                json::set(tx, &key, &record).map_err(NodeError::from)
+                json::set(tx, &key, &record)?;
+                for (key, entry) in &names {
+                    json::set(tx, key, entry)?;
+                }
+                Ok(())
             })
             .await?
         {

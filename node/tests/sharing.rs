@@ -81,6 +81,10 @@ async fn a_friend_reads_a_shop_writes_and_each_gets_exactly_that() {
         has(&tom, &calendar, "/saturday", json!("tennis"))
     })
     .await;
+    assert!(
+        has(&tom, "calendar", "/saturday", json!("tennis")).await,
+        "Tom knows it by Sarah's name for it"
+    );
 
     // The shop may write into the inbox, on Sarah's terms.
     let mut to_shop = request(&shop, "inbox", Can::Write);

@@ -36,7 +36,9 @@ pub(crate) fn run(args: Args, data_dir: Option<PathBuf>, out: &mut Output) -> an
         let intact = done["intact"] == true;
         out.result("log-verify", &done, |w| {
             if intact {
-                writeln!(w, "the access log is intact: {} entries", done["entries"])
+                let n = done["entries"].as_u64().unwrap_or_default();
+                let noun = if n == 1 { "entry" } else { "entries" };
+                writeln!(w, "the access log is intact: {n} {noun}")
             } else {
                 writeln!(
                     w,
