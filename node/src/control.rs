@@ -169,6 +169,7 @@ async fn call(node: &NodeHandle, method: &str, params: &Json) -> Result<Json, St
                 expires_in: params["expires_in"].as_u64(),
                 terms: text("terms"),
                 note: text("note"),
+                delegable: params["delegable"].as_bool().unwrap_or(false),
             };
             Ok(json!(node.grant(request).await.map_err(to_text)?))
         }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use libp2p::Multiaddr;
 use membrane_protocol::{
     Did, capability,
-    sync::share::{Level, granted_documents},
+    sync::share::{DELEGABLE, Level, granted_documents, is_delegable},
     ucan::{Delegation, DelegationBuilder, Ipld, UnixTime, Validator, encode_base64},
 };
 use serde::Serialize;
@@ -80,6 +80,8 @@ pub struct GrantRequest {
     pub terms: Option<String>,
     /// A note for the person's own records; travels in the grant too.
     pub note: Option<String>,
+    /// Whether the grantee may pass it on (say, from their person to their devices).
+    pub delegable: bool,
 }
 
 /// A grant just issued.
@@ -324,6 +326,9 @@ impl RepoActor {
                 meta.insert(key.to_owned(), Ipld::String(value.clone()));
             }
         }
+        if request.delegable {
+            meta.insert(DELEGABLE.to_owned(), Ipld::Bool(true));
+        }
         let nonce = random::bytes::<12>().map_err(|e| NodeError::Invalid(e.to_string()))?;
         let delegation = DelegationBuilder::new(
             self.device,
@@ -351,6 +356,7 @@ impl RepoActor {
             "expires": expires,
             "terms": request.terms,
             "note": request.note,
+            "delegable": request.delegable,
             "by": self.device.to_string(),
             "at": now,
             "chain": tokens(&chain),
@@ -454,6 +460,13 @@ impl RepoActor {
         let grant = chain.last().expect("a valid chain is not empty").clone();
         if *valid.audience() == self.root {
             // Granted to the person: extend it to this device with the root key.
+            if !is_delegable(&grant) {
+                return Err(NodeError::Invalid(format!(
+                    "this grant is for your person ({}) and may not be passed on to a \
+                     device; ask for a grant to this device ({}), or for a --delegable one",
+                    self.root, self.device
+                )));
+            }
             let root_key = self.identity.root_key.as_ref().ok_or_else(|| {
                 NodeError::Invalid(format!(
                     "this grant is for your person ({}); accept it on the device that holds \

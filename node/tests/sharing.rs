@@ -31,6 +31,7 @@ fn request(to: &NodeHandle, doc: &str, can: Can) -> GrantRequest {
         expires_in: Some(3_600),
         terms: None,
         note: None,
+        delegable: false,
     }
 }
 

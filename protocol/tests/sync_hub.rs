@@ -510,3 +510,62 @@ fn bad_grants_open_nothing() {
     let closed = laptop.hub.expire(NOW + 3_601);
     assert_eq!(closed.len(), 1, "{closed:?}");
 }
+
+#[test]
+fn a_grant_is_passed_on_only_when_its_issuer_allowed_it() {
+    let sarah = SecretKey::from_seed([100; 32]);
+    let tom = SecretKey::from_seed([101; 32]);
+    let mallory = SecretKey::from_seed([103; 32]);
+    let mut laptop = device(&sarah, 1);
+    let calendar = doc_id(1);
+    put(&mut laptop, calendar, "saturday", "tennis");
+    let tom_device = device(&tom, 5);
+    let mut mallory_device = device(&mallory, 7);
+    let (tom_did, mallory_did) = (tom_device.hub.me(), mallory_device.hub.me());
+    let pass_on = |grant: Vec<Delegation>| {
+        let last = grant.last().unwrap().payload().clone();
+        let onward = DelegationBuilder::new(tom_did, mallory_did, last.command.clone())
+            .subject(sarah.did())
+            .policy(last.policy.clone())
+            .sign(&SecretKey::from_seed([5; 32]))
+            .unwrap();
+        let mut chain = grant;
+        chain.push(onward);
+        chain
+    };
+
+    // Tom passes a plain grant to Mallory: valid UCAN, refused by Sarah's node.
+    let plain = grant(&sarah, &tom_device, capability::DOC_READ, calendar);
+    hold(&mut mallory_device, vec![pass_on(plain)]);
+    let wire = connect(&mut mallory_device, &mut laptop);
+    assert_eq!(wire.closes.len(), 1, "{:?}", wire.closes);
+    assert!(
+        wire.closes[0].contains("may not pass it on"),
+        "{:?}",
+        wire.closes
+    );
+    assert!(get(&mallory_device, calendar, "saturday").is_none());
+
+    // Had Sarah made it delegable, Mallory would read through Tom.
+    let delegable = vec![
+        DelegationBuilder::new(
+            sarah.did(),
+            tom_device.hub.me(),
+            capability::command(capability::DOC_READ),
+        )
+        .policy(capability::policy_for_document(&calendar.to_string()))
+        .meta(std::collections::BTreeMap::from([(
+            membrane_protocol::sync::share::DELEGABLE.to_owned(),
+            membrane_protocol::ucan::Ipld::Bool(true),
+        )]))
+        .sign(&sarah)
+        .unwrap(),
+    ];
+    hold(&mut mallory_device, vec![pass_on(delegable)]);
+    let wire = connect(&mut mallory_device, &mut laptop);
+    assert!(wire.closes.is_empty(), "{:?}", wire.closes);
+    assert_eq!(
+        get(&mallory_device, calendar, "saturday").as_deref(),
+        Some("tennis")
+    );
+}

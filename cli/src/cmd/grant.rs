@@ -31,6 +31,9 @@ pub(crate) struct Args {
     /// A note for your records (also inside the grant).
     #[arg(long)]
     note: Option<String>,
+    /// Let the grantee pass it on (e.g. a grant to a person, used by each of their devices).
+    #[arg(long)]
+    delegable: bool,
     /// Also show the code as a QR code in the terminal.
     #[arg(long)]
     qr: bool,
@@ -50,6 +53,7 @@ pub(crate) fn run(args: Args, data_dir: Option<PathBuf>, out: &mut Output) -> an
             "expires_in": args.expires,
             "terms": args.terms,
             "note": args.note,
+            "delegable": args.delegable,
         }),
     )?;
     let code = issued["code"].as_str().unwrap_or_default().to_owned();

@@ -17,7 +17,7 @@ use serde_bytes::ByteBuf;
 use super::{
     docs::DocSet,
     gate::{Refusal, RefusedChange, RevokedAuthors, actor_device, screen},
-    share::{HeldGrant, Lent, Level, Scope, grant_of, granted_documents},
+    share::{HeldGrant, Lent, Level, Scope, grant_of, granted_documents, passed_on_without_leave},
     wire::{BUCKETS, DocMessage, Entry, Frame, MAX_FRAME_SIZE, PROTOCOL_VERSION},
 };
 use crate::{
@@ -632,6 +632,9 @@ impl SyncHub {
                 }
                 if valid.audience() != peer {
                     return Err("a grant for another key than the connected peer".into());
+                }
+                if passed_on_without_leave(&chain) {
+                    return Err("a grant passed on by a grantee who may not pass it on".into());
                 }
                 let documents = granted_documents(&chain, &valid);
                 if documents.is_empty() {

@@ -120,10 +120,34 @@ fn named_documents(statement: &Statement, out: &mut Vec<DocumentId>) {
 
 /// The grant in a chain: its first delegation narrower than `/`.
 pub fn grant_of(chain: &[Delegation]) -> Option<Cid> {
+    grant_position(chain).map(|i| chain[i].cid())
+}
+
+fn grant_position(chain: &[Delegation]) -> Option<usize> {
     chain
         .iter()
-        .find(|d| d.payload().command.as_str() != capability::ALL)
-        .map(Delegation::cid)
+        .position(|d| d.payload().command.as_str() != capability::ALL)
+}
+
+/// The `meta` key that marks a grant its grantee may pass on.
+pub const DELEGABLE: &str = "delegable";
+
+/// Whether a delegation says its audience may delegate it further (`meta.delegable`).
+pub fn is_delegable(delegation: &Delegation) -> bool {
+    delegation
+        .payload()
+        .meta
+        .as_ref()
+        .is_some_and(|meta| meta.get(DELEGABLE) == Some(&Ipld::Bool(true)))
+}
+
+/// Whether a chain passes its grant on although the grant does not allow it: UCAN lets any
+/// audience re-delegate, so the issuer's wish is enforced by the verifier.
+pub fn passed_on_without_leave(chain: &[Delegation]) -> bool {
+    match grant_position(chain) {
+        Some(i) => i + 1 < chain.len() && !is_delegable(&chain[i]),
+        None => false,
+    }
 }
 
 #[cfg(test)]
