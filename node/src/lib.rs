@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod control;
+mod exchange;
 pub mod identity;
 pub mod json;
 mod net;

@@ -12,10 +12,8 @@ use std::{
     time::Duration,
 };
 
-use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
-use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, SwarmBuilder, multiaddr::Protocol, noise, tcp, yamux,
-};
+use futures::StreamExt as _;
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use membrane_protocol::{
     Did,
     pairing::{Invitation, PairingError, PairingTicket, proof, verification_code},
@@ -25,14 +23,13 @@ use serde_bytes::ByteBuf;
 use tokio::sync::mpsc;
 
 use crate::{
+    exchange::{ExchangeError, ask, read_message, write_message},
     identity::{DataDir, DeviceIdentity, IdentityError, LinkBundle},
     time,
 };
 
 /// The libp2p protocol name.
 pub const PAIR_PROTOCOL: &str = "/membrane/pair/1";
-/// Largest pairing message.
-const MAX_MESSAGE: usize = 64 * 1024;
 /// How long a joiner tries before giving up.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -216,31 +213,6 @@ impl Pairing {
     }
 }
 
-async fn write_message<T: Serialize>(
-    stream: &mut libp2p::Stream,
-    message: &T,
-) -> std::io::Result<()> {
-    let body = serde_ipld_dagcbor::to_vec(message).map_err(std::io::Error::other)?;
-    stream.write_all(&(body.len() as u32).to_be_bytes()).await?;
-    stream.write_all(&body).await?;
-    stream.flush().await
-}
-
-/// Reads one message; `Ok(None)` when it is too large or does not decode.
-async fn read_message<T: for<'de> Deserialize<'de>>(
-    stream: &mut libp2p::Stream,
-) -> std::io::Result<Option<T>> {
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len).await?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_MESSAGE {
-        return Ok(None);
-    }
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).await?;
-    Ok(serde_ipld_dagcbor::from_slice(&body).ok())
-}
-
 /// Why joining failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -316,74 +288,31 @@ pub async fn request_link(
         .inviter
         .to_peer_id()
         .map_err(|e| JoinError::Protocol(e.to_string()))?;
-    let build = |e: &dyn std::fmt::Display| JoinError::Protocol(e.to_string());
-    let mut swarm = SwarmBuilder::with_existing_identity(device.to_libp2p_keypair())
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .map_err(|e| build(&e))?
-        .with_quic()
-        .with_behaviour(|_| libp2p_stream::Behaviour::new())
-        .map_err(|e| build(&e))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
-        .build();
-    let mut control = swarm.behaviour().new_control();
-    let mut dialed = false;
-    for bytes in &ticket.addrs {
-        if let Ok(addr) = Multiaddr::try_from(bytes.clone()) {
-            let addr = if addr.iter().any(|p| matches!(p, Protocol::P2p(_))) {
-                addr
-            } else {
-                addr.with(Protocol::P2p(inviter_peer))
-            };
-            dialed |= swarm.dial(addr).is_ok();
-        }
-    }
-    if !dialed {
-        return Err(JoinError::Unreachable);
-    }
-    let driver = tokio::spawn(async move {
-        loop {
-            swarm.select_next_some().await;
-        }
-    });
-    let exchange = async {
-        // Each attempt is bounded: libp2p-stream can leave a request pending forever when it
-        // races the connection's setup.
-        let mut stream = loop {
-            let attempt = control.open_stream(inviter_peer, StreamProtocol::new(PAIR_PROTOCOL));
-            match tokio::time::timeout(Duration::from_secs(2), attempt).await {
-                Ok(Ok(stream)) => break stream,
-                Ok(Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_))) => {
-                    return Err(JoinError::Protocol(
-                        "the device does not accept pairing".into(),
-                    ));
-                }
-                Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
-                Err(_) => {}
-            }
-        };
-        let request = PairRequest {
-            proof: ByteBuf::from(presented.to_vec()),
-            name,
-        };
-        write_message(&mut stream, &request)
-            .await
-            .map_err(|e| JoinError::Protocol(e.to_string()))?;
-        match read_message::<PairResponse>(&mut stream).await {
-            Ok(Some(PairResponse::Accepted { bundle })) => Ok(bundle),
-            Ok(Some(PairResponse::Refused { reason })) => Err(JoinError::Refused(reason)),
-            Ok(None) => Err(JoinError::Protocol("malformed answer".into())),
-            Err(e) => Err(JoinError::Protocol(e.to_string())),
-        }
+    let addrs: Vec<Multiaddr> = ticket
+        .addrs
+        .iter()
+        .filter_map(|bytes| Multiaddr::try_from(bytes.clone()).ok())
+        .collect();
+    let request = PairRequest {
+        proof: ByteBuf::from(presented.to_vec()),
+        name,
     };
-    let outcome = tokio::time::timeout(JOIN_TIMEOUT, exchange).await;
-    driver.abort();
-    match outcome {
-        Ok(result) => result,
-        Err(_) => Err(JoinError::Unreachable),
+    match ask(
+        device,
+        inviter_peer,
+        &addrs,
+        PAIR_PROTOCOL,
+        &request,
+        JOIN_TIMEOUT,
+    )
+    .await
+    {
+        Ok(PairResponse::Accepted { bundle }) => Ok(bundle),
+        Ok(PairResponse::Refused { reason }) => Err(JoinError::Refused(reason)),
+        Err(ExchangeError::Unreachable) => Err(JoinError::Unreachable),
+        Err(ExchangeError::Unsupported(_)) => Err(JoinError::Protocol(
+            "the device does not accept pairing".into(),
+        )),
+        Err(error) => Err(JoinError::Protocol(error.to_string())),
     }
 }
