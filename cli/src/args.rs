@@ -90,4 +90,20 @@ pub(crate) enum Command {
     ///
     /// Example: membrane log --json; membrane log verify
     Log(cmd::log::Args),
+    /// Ask another person for access to one of their documents (needs `membrane run`).
+    ///
+    /// Example: membrane request /ip4/…/tcp/4001/p2p/12D3KooW… --doc inbox --can write
+    Request(cmd::request::Args),
+    /// List access requests others filed with you (needs `membrane run`).
+    ///
+    /// Example: membrane requests --json
+    Requests(cmd::requests::Args),
+    /// Approve an access request: issues the grant (needs `membrane run`).
+    ///
+    /// Example: membrane approve 3 --expires 30d
+    Approve(cmd::requests::ApproveArgs),
+    /// Deny an access request (needs `membrane run`).
+    ///
+    /// Example: membrane deny 4 --reason "no thanks"
+    Deny(cmd::requests::DenyArgs),
 }

@@ -137,3 +137,61 @@ fn a_friend_accepts_a_grant_reads_the_calendar_and_loses_it_on_revoke() {
     sarah.stop();
     tom.stop();
 }
+
+#[test]
+fn a_shop_asks_for_the_inbox_and_its_node_picks_up_the_approval() {
+    let temp = tempfile::tempdir().unwrap();
+    let (sarah_dir, shop_dir) = (temp.path().join("sarah"), temp.path().join("shop"));
+    membrane(&sarah_dir, &["--json", "init"]).data();
+    membrane(&shop_dir, &["--json", "init"]).data();
+    let sarah = Daemon::start(&sarah_dir, &[]);
+    let shop = Daemon::start(&shop_dir, &[]);
+    let inbox = membrane(&sarah_dir, &["--json", "doc", "new", "--name", "inbox"]).data()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let filed = membrane(
+        &shop_dir,
+        &[
+            "--json",
+            "request",
+            &sarah.addr,
+            "--doc",
+            "inbox",
+            "--can",
+            "write",
+            "--terms",
+            "one offer a week",
+        ],
+    )
+    .data();
+    let id = filed["id"].as_u64().unwrap();
+    let queue = membrane(&sarah_dir, &["--json", "requests"]).data();
+    assert_eq!(queue[0]["from"], json!(shop.device));
+    assert_eq!(queue[0]["state"], "pending");
+    assert_eq!(queue[0]["terms"], "one offer a week");
+    let human = membrane(&sarah_dir, &["requests"]);
+    assert!(
+        human.stdout.contains("their terms: one offer a week"),
+        "{}",
+        human.stdout
+    );
+
+    membrane(&sarah_dir, &["--json", "approve", &id.to_string()]).data();
+    wait_for(
+        "the shop's node accepts the grant and syncs the inbox",
+        || try_ask(&shop_dir, "doc.get", json!({"doc": inbox, "path": "/"})).is_some(),
+    );
+    let asked = membrane(&shop_dir, &["--json", "request", "--list"]).data();
+    assert_eq!(asked[0]["state"], "granted");
+    membrane(&sarah_dir, &["approve", &id.to_string()]).fails_clearly(&["already answered"]);
+    membrane(&sarah_dir, &["deny", "999"]).fails_clearly(&["no request 999"]);
+    membrane(
+        &shop_dir,
+        &["request", "/ip4/127.0.0.1/tcp/1", "--doc", "inbox"],
+    )
+    .fails_clearly(&["/p2p/"]);
+    sarah.stop();
+    shop.stop();
+}

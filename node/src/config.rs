@@ -29,6 +29,8 @@ pub struct Config {
     /// Compact a document once this many chunks sit on its snapshot (it is also compacted
     /// when its chunks outweigh its snapshot).
     pub compact_after_chunks: u64,
+    /// How often this device asks after the access requests it filed with others.
+    pub request_poll: Duration,
 }
 
 impl Config {
@@ -49,6 +51,7 @@ impl Config {
             max_connections: 128,
             redial_interval: Duration::from_secs(3),
             compact_after_chunks: 4096,
+            request_poll: Duration::from_secs(30),
         }
     }
 

@@ -188,6 +188,41 @@ async fn call(node: &NodeHandle, method: &str, params: &Json) -> Result<Json, St
         "who-can" => Ok(json!(
             node.who_can(param(params, "doc")?).await.map_err(to_text)?
         )),
+        "request" => {
+            let addr: libp2p::Multiaddr = param(params, "addr")?
+                .parse()
+                .map_err(|e| format!("bad address: {e}"))?;
+            let can = param(params, "can")?.parse()?;
+            let text = |key: &str| params[key].as_str().map(str::to_owned);
+            let id = node
+                .request(
+                    &addr,
+                    param(params, "doc")?,
+                    can,
+                    text("terms"),
+                    text("note"),
+                    params["expires_in"].as_u64(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(json!({"id": id}))
+        }
+        "asked" => Ok(json!(node.asked().await.map_err(to_text)?)),
+        "requests" => Ok(json!(node.requests().await.map_err(to_text)?)),
+        "approve" => {
+            let id = params["id"].as_u64().ok_or("missing `id`")?;
+            Ok(json!(
+                node.approve(id, params["expires_in"].as_u64())
+                    .await
+                    .map_err(to_text)?
+            ))
+        }
+        "deny" => {
+            let id = params["id"].as_u64().ok_or("missing `id`")?;
+            let reason = params["reason"].as_str().unwrap_or("denied");
+            node.deny(id, reason).await.map_err(to_text)?;
+            Ok(json!({"denied": id}))
+        }
         "log" => Ok(json!(node.access_log().await.map_err(to_text)?)),
         "log.verify" => match node.verify_access_log().await {
             Ok(entries) => Ok(json!({"intact": true, "entries": entries})),

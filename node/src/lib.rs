@@ -18,6 +18,7 @@ mod node;
 pub mod pairing;
 pub mod random;
 pub mod repo;
+pub mod requests;
 pub mod sharing;
 pub mod store;
 pub mod time;

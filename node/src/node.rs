@@ -84,6 +84,7 @@ pub struct NodeHandle {
     data_dir: DataDir,
     traffic: Arc<Traffic>,
     pairing: Pairing,
+    identity: Arc<DeviceIdentity>,
     running: Arc<Mutex<Option<Running>>>,
 }
 
@@ -115,7 +116,7 @@ impl Node {
         let lock = lock_data_dir(&dir)?;
 
         let store_path = dir.path().join("store.redb");
-        let (store, loaded, store_thread) =
+        let (store, mut loaded, store_thread) =
             tokio::task::spawn_blocking(move || StoreHandle::open(&store_path))
                 .await
                 .map_err(|e| StartError::Other(e.to_string()))??;
@@ -137,6 +138,7 @@ impl Node {
         let mut chunks = HashMap::new();
         let actor = repo::actor_for(&identity.device.did());
         let loaded_clock_floor = loaded.clock_floor;
+        let loaded_requests = std::mem::take(&mut loaded.requests);
         for loaded_doc in loaded.docs {
             chunks.insert(loaded_doc.id, loaded_doc.chunks);
             docs.insert(loaded_doc.id, loaded_doc.doc);
@@ -193,9 +195,11 @@ impl Node {
             clock_floor: loaded_clock_floor,
             clock_floor_stored: loaded_clock_floor,
             revoked: Default::default(),
+            requests: crate::requests::RequestQueue::load(loaded_requests),
             listen_tx,
             traffic: traffic.clone(),
         };
+        let request_control = net.control();
         let pairing = Pairing::default();
         let (joined_tx, mut joined) = mpsc::channel(16);
         let pairing_task = tokio::spawn(pairing.clone().serve(
@@ -217,8 +221,33 @@ impl Node {
             data_dir: dir.clone(),
             traffic,
             pairing,
+            identity: Arc::new(identity.clone()),
             running: Arc::new(Mutex::new(None)),
         };
+        // Strangers may file access requests; this device asks after the ones it filed.
+        let serving = crate::requests::serve(request_control, handle.clone());
+        let server = async move {
+            serving.await;
+            std::future::pending::<()>().await;
+        };
+        let poller = handle.clone();
+        let poll_every = config.request_poll;
+        let polling = async move {
+            let mut tick = tokio::time::interval(poll_every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                crate::requests::check_asked(&poller, &poller.identity).await;
+            }
+        };
+        let mut stopping = shutdown_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                _ = stopping.changed() => {}
+                () = server => {}
+                () = polling => {}
+            }
+        }));
         // Record devices that join through this node in the replicated registry, and this
         // device itself the first time it runs.
         let recorder = handle.clone();
@@ -429,6 +458,106 @@ impl NodeHandle {
     pub async fn verify_access_log(&self) -> Result<u64, NodeError> {
         self.ask(|reply| RepoCommand::Share(ShareCommand::VerifyLog(reply)))
             .await
+    }
+
+    /// Files a request for access with another person's device at `addr` (ending in
+    /// `/p2p/<peer id>`). Returns the request's number there; this node asks after it and
+    /// accepts the grant by itself once it is approved.
+    pub async fn request(
+        &self,
+        addr: &Multiaddr,
+        doc: &str,
+        can: crate::sharing::Can,
+        terms: Option<String>,
+        note: Option<String>,
+        expires_in: Option<u64>,
+    ) -> Result<u64, crate::requests::RequestError> {
+        let message = crate::requests::RequestMessage::Ask {
+            doc: doc.to_owned(),
+            can: can.as_str().to_owned(),
+            terms,
+            note,
+            expires_in,
+        };
+        let id = crate::requests::file(&self.identity, addr, &message).await?;
+        let (addr, doc, can) = (addr.clone(), doc.to_owned(), can.as_str().to_owned());
+        self.ask(|reply| RepoCommand::RecordAsked {
+            addr,
+            id,
+            doc,
+            can,
+            reply,
+        })
+        .await?;
+        Ok(id)
+    }
+
+    /// The requests this device filed with others, and where they stand.
+    pub async fn asked(&self) -> Result<Vec<crate::requests::AskedRequest>, NodeError> {
+        self.ask(|reply| RepoCommand::Asked { reply }).await
+    }
+
+    pub(crate) async fn settle_asked(
+        &self,
+        addr: &str,
+        id: u64,
+        state: &str,
+        reason: Option<String>,
+    ) -> Result<(), NodeError> {
+        let (addr, state) = (addr.to_owned(), state.to_owned());
+        self.ask(|reply| RepoCommand::SettleAsked {
+            addr,
+            id,
+            state,
+            reason,
+            reply,
+        })
+        .await
+    }
+
+    pub(crate) async fn incoming_request(
+        &self,
+        peer: Did,
+        message: crate::requests::RequestMessage,
+    ) -> Result<crate::requests::RequestAnswer, NodeError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(RepoCommand::Request(
+                crate::requests::RequestCommand::Incoming(peer, message, reply),
+            ))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        answer.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// The access requests others filed with this person.
+    pub async fn requests(&self) -> Result<Vec<crate::requests::AccessRequest>, NodeError> {
+        self.ask(|reply| RepoCommand::Request(crate::requests::RequestCommand::List(reply)))
+            .await
+    }
+
+    /// Approves request `id`: issues the grant it asked for (for `expires_in` seconds, else
+    /// what it asked, else 30 days); the requester's node picks it up.
+    pub async fn approve(
+        &self,
+        id: u64,
+        expires_in: Option<u64>,
+    ) -> Result<IssuedGrant, NodeError> {
+        self.ask(|reply| {
+            RepoCommand::Request(crate::requests::RequestCommand::Approve(
+                id, expires_in, reply,
+            ))
+        })
+        .await
+    }
+
+    /// Denies request `id`, telling the requester `reason`.
+    pub async fn deny(&self, id: u64, reason: &str) -> Result<(), NodeError> {
+        let reason = reason.to_owned();
+        self.ask(|reply| {
+            RepoCommand::Request(crate::requests::RequestCommand::Deny(id, reason, reply))
+        })
+        .await
     }
 
     /// Frames and bytes on sync streams since start.

@@ -266,6 +266,24 @@ pub(crate) enum RepoCommand {
         reply: Reply<Status>,
     },
     Share(crate::sharing::ShareCommand),
+    Request(crate::requests::RequestCommand),
+    RecordAsked {
+        addr: Multiaddr,
+        id: u64,
+        doc: String,
+        can: String,
+        reply: Reply<()>,
+    },
+    Asked {
+        reply: Reply<Vec<crate::requests::AskedRequest>>,
+    },
+    SettleAsked {
+        addr: String,
+        id: u64,
+        state: String,
+        reason: Option<String>,
+        reply: Reply<()>,
+    },
 }
 
 pub(crate) struct RepoActor {
@@ -304,6 +322,8 @@ pub(crate) struct RepoActor {
     pub(crate) clock_floor_stored: u64,
     /// The revoked delegations' CIDs, as text.
     pub(crate) revoked: std::collections::BTreeSet<String>,
+    /// Access requests from outside the person.
+    pub(crate) requests: crate::requests::RequestQueue,
 }
 
 /// How far the clock floor may run ahead of the stored one before it is written again.
@@ -1009,6 +1029,30 @@ impl RepoActor {
                 self.answer_unit_when_durable(result, reply);
             }
             RepoCommand::Share(command) => self.on_share(command).await,
+            RepoCommand::Request(command) => self.on_request(command).await,
+            RepoCommand::RecordAsked {
+                addr,
+                id,
+                doc,
+                can,
+                reply,
+            } => {
+                let result = self.record_asked(&addr, id, &doc, &can).await;
+                self.answer_unit_when_durable(result, reply);
+            }
+            RepoCommand::Asked { reply } => {
+                let _ = reply.send(Ok(self.asked()));
+            }
+            RepoCommand::SettleAsked {
+                addr,
+                id,
+                state,
+                reason,
+                reply,
+            } => {
+                let result = self.settle_asked(&addr, id, &state, reason).await;
+                self.answer_unit_when_durable(result, reply);
+            }
             RepoCommand::Status { reply } => {
                 let status = self.status().await;
                 let _ = reply.send(Ok(status));

@@ -297,7 +297,7 @@ impl RepoActor {
         }
     }
 
-    async fn grant(
+    pub(crate) async fn grant(
         &mut self,
         request: GrantRequest,
     ) -> Result<(IssuedGrant, Vec<Pending>), NodeError> {

@@ -294,3 +294,109 @@ async fn an_edited_access_log_fails_verification() {
     assert!(error.contains("entry 1"), "{error}");
     sarah.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shop_requests_access_and_gets_exactly_what_sarah_approves() {
+    let temp = tempfile::tempdir().unwrap();
+    let sarah = person(temp.path(), "sarah").await;
+    let shop = person(temp.path(), "shop").await;
+    let pushy = person(temp.path(), "pushy").await;
+    let inbox = sarah
+        .create_doc(Some("inbox".into()), Some(json!({"offers": {}})))
+        .await
+        .unwrap()
+        .to_string();
+    let sarah_addr = sarah.listen_addrs(1).await[0].clone();
+
+    // The shop files a request on its terms; it waits in Sarah's queue.
+    let terms = "one offer a week, no tracking";
+    let id = shop
+        .request(
+            &sarah_addr,
+            "inbox",
+            Can::Write,
+            Some(terms.into()),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    let queued = sarah.requests().await.unwrap();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].from, shop.device().to_string());
+    assert_eq!(queued[0].terms.as_deref(), Some(terms));
+    assert!(
+        shop.list().await.unwrap().is_empty(),
+        "nothing before approval"
+    );
+
+    // Sarah approves: the shop's node picks the grant up by itself and syncs the inbox.
+    let issued = sarah.approve(id, None).await.unwrap();
+    assert_eq!(issued.doc, inbox);
+    eventually("the shop has the inbox", || {
+        has(&shop, &inbox, "/offers", json!({}))
+    })
+    .await;
+    eventually("the shop's request shows granted", || async {
+        shop.asked()
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.id == id && r.state == "granted")
+    })
+    .await;
+    shop.set(&inbox, "/offers/shoes", json!("new season"))
+        .await
+        .unwrap();
+    eventually("the offer reaches Sarah", || {
+        has(&sarah, &inbox, "/offers/shoes", json!("new season"))
+    })
+    .await;
+    assert!(sarah.approve(id, None).await.is_err(), "answered once");
+
+    // A pushy shop: three requests are queued, the fourth is refused; Sarah denies one
+    // and the shop hears why. It never gets a byte of her documents.
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(
+            pushy
+                .request(
+                    &sarah_addr,
+                    &format!("doc {n}"),
+                    Can::Read,
+                    None,
+                    None,
+                    None,
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    let error = pushy
+        .request(&sarah_addr, "doc 4", Can::Read, None, None, None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("too many requests"), "{error}");
+    sarah.deny(ids[0], "I do not know you").await.unwrap();
+    eventually("the pushy shop hears the denial", || async {
+        pushy.asked().await.unwrap().iter().any(|r| {
+            r.id == ids[0]
+                && r.state == "denied"
+                && r.reason.as_deref() == Some("I do not know you")
+        })
+    })
+    .await;
+    assert!(pushy.list().await.unwrap().is_empty());
+    assert_eq!(sarah.requests().await.unwrap().len(), 4);
+
+    // The queue survives a restart.
+    sarah.shutdown().await;
+    let sarah = Node::start(config(&temp.path().join("sarah")))
+        .await
+        .unwrap();
+    assert_eq!(sarah.requests().await.unwrap().len(), 4);
+    for node in [sarah, shop, pushy] {
+        node.shutdown().await;
+    }
+}

@@ -10,6 +10,8 @@ pub(crate) mod id;
 pub(crate) mod init;
 pub(crate) mod log;
 pub(crate) mod pair;
+pub(crate) mod request;
+pub(crate) mod requests;
 pub(crate) mod revoke;
 pub(crate) mod run;
 pub(crate) mod shared;
@@ -46,6 +48,10 @@ pub(crate) fn run(cli: Cli, out: &mut Output) -> anyhow::Result<()> {
         Command::Revoke(args) => revoke::run(args, data_dir, out),
         Command::WhoCan(args) => who_can::run(args, data_dir, out),
         Command::Log(args) => log::run(args, data_dir, out),
+        Command::Request(args) => request::run(args, data_dir, out),
+        Command::Requests(args) => requests::list(args, data_dir, out),
+        Command::Approve(args) => requests::approve(args, data_dir, out),
+        Command::Deny(args) => requests::deny(args, data_dir, out),
     }
 }
 

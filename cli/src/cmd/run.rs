@@ -20,6 +20,9 @@ pub(crate) struct Args {
     /// Do not look for your devices on the local network (mDNS).
     #[arg(long)]
     no_mdns: bool,
+    /// How often to ask after access requests you filed with others, e.g. 30s.
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse_seconds, default_value = "30s")]
+    request_poll: u64,
 }
 
 pub(crate) fn run(args: Args, data_dir: Option<PathBuf>, out: &mut Output) -> anyhow::Result<()> {
@@ -32,6 +35,7 @@ pub(crate) fn run(args: Args, data_dir: Option<PathBuf>, out: &mut Output) -> an
         }
         config.peers = args.peer;
         config.mdns = !args.no_mdns;
+        config.request_poll = std::time::Duration::from_secs(args.request_poll.max(1));
         let expected = config.listen.len();
         let node = Node::start(config).await?;
         let addrs = node.listen_addrs(expected).await;

@@ -202,10 +202,15 @@ impl Daemon {
     pub fn start(dir: &Path, peers: &[&str]) -> Self {
         let log = dir.with_extension(format!("{}.log", LOGS.fetch_add(1, Ordering::Relaxed)));
         let mut command = Command::new(env!("CARGO_BIN_EXE_membrane"));
-        command
-            .arg("--data-dir")
-            .arg(dir)
-            .args(["--json", "run", "--listen", LISTEN, "--no-mdns"]);
+        command.arg("--data-dir").arg(dir).args([
+            "--json",
+            "run",
+            "--listen",
+            LISTEN,
+            "--no-mdns",
+            "--request-poll",
+            "1s",
+        ]);
         for peer in peers {
             command.args(["--peer", peer]);
         }

@@ -117,6 +117,8 @@ pub struct Loaded {
     pub sync_states: HashMap<[u8; 32], Vec<(DocumentId, Vec<u8>)>>,
     /// Whether the integrity check had to repair the file.
     pub repaired: bool,
+    /// Access requests from outside the person, by number (JSON records).
+    pub requests: Vec<(u64, Vec<u8>)>,
     /// The latest time this node has seen (Unix seconds): its clock never goes back
     /// below it, so turning the system clock back revives no expired grant.
     pub clock_floor: UnixTime,
@@ -163,6 +165,10 @@ enum Write {
     },
     Access(AccessEvent),
     ClockFloor(UnixTime),
+    Request {
+        id: u64,
+        record: Vec<u8>,
+    },
 }
 
 enum Command {
@@ -391,6 +397,11 @@ impl StoreHandle {
         self.enqueue(Write::Access(event)).await
     }
 
+    /// Stores (or replaces) access request `id`.
+    pub async fn enqueue_request(&self, id: u64, record: Vec<u8>) -> Result<Pending, StoreError> {
+        self.enqueue(Write::Request { id, record }).await
+    }
+
     /// Raises the stored clock floor (see [`Loaded::clock_floor`]).
     pub async fn enqueue_clock_floor(&self, now: UnixTime) -> Result<Pending, StoreError> {
         self.enqueue(Write::ClockFloor(now)).await
@@ -552,6 +563,10 @@ impl StoreActor {
                 .then(|| txn.open_table(ACCESS_LOG))
                 .transpose()
                 .map_err(db_error)?;
+            let mut requests = needs(|w| matches!(w, Write::Request { .. }))
+                .then(|| txn.open_table(REQUESTS))
+                .transpose()
+                .map_err(db_error)?;
             let mut meta = needs(|w| matches!(w, Write::ClockFloor(_)))
                 .then(|| txn.open_table(META))
                 .transpose()
@@ -643,6 +658,11 @@ impl StoreActor {
                         log.insert(seq, bytes.as_slice()).map_err(db_error)?;
                         self.log_head = (seq, hash);
                         seq
+                    }
+                    Write::Request { id, record } => {
+                        let requests = requests.as_mut().expect(opened);
+                        requests.insert(*id, record.as_slice()).map_err(db_error)?;
+                        0
                     }
                     Write::ClockFloor(now) => {
                         let meta = meta.as_mut().expect(opened);
@@ -754,6 +774,7 @@ fn prepare_schema(db: &Database) -> Result<u64, redb::Error> {
         txn.open_table(REVOCATIONS)?;
         txn.open_table(DEVICES)?;
         txn.open_table(ACCESS_LOG)?;
+        txn.open_table(REQUESTS)?;
         found.unwrap_or(SCHEMA_VERSION)
     };
     txn.commit()?;
@@ -810,6 +831,10 @@ fn load(db: &Database) -> Result<Loaded, redb::Error> {
             .open_table(META)?
             .get(CLOCK_FLOOR)?
             .map_or(0, |v| v.value());
+        for row in txn.open_table(REQUESTS)?.iter()? {
+            let (id, record) = row?;
+            loaded.requests.push((id.value(), record.value().to_vec()));
+        }
         for row in docs.iter()? {
             let (id, meta) = row?;
             let id = DocumentId::from_bytes(*id.value());

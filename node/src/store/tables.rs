@@ -30,6 +30,8 @@ pub(crate) const DEVICES: TableDefinition<'_, &str, &[u8]> = TableDefinition::ne
 /// Position (from 1) → access log entry (JSON, hash-chained; see `access_log`).
 pub(crate) const ACCESS_LOG: TableDefinition<'_, u64, &[u8]> =
     TableDefinition::new("access-log-v1");
+/// Request number → an access request from someone outside the person (JSON).
+pub(crate) const REQUESTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("requests-v1");
 /// Key in [`META`]: the latest time the node has seen.
 pub(crate) const CLOCK_FLOOR: &str = "clock-floor";
 

@@ -13,6 +13,7 @@ pub fn config(dir: &std::path::Path) -> Config {
     let mut config = Config::loopback(dir);
     config.control_socket = false;
     config.redial_interval = Duration::from_millis(300);
+    config.request_poll = Duration::from_millis(300);
     config
 }
 
