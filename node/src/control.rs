@@ -170,6 +170,7 @@ async fn call(node: &NodeHandle, method: &str, params: &Json) -> Result<Json, St
                 terms: text("terms"),
                 note: text("note"),
                 delegable: params["delegable"].as_bool().unwrap_or(false),
+                path: text("path"),
             };
             Ok(json!(node.grant(request).await.map_err(to_text)?))
         }

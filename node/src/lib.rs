@@ -22,6 +22,7 @@ pub mod requests;
 pub mod sharing;
 pub mod store;
 pub mod time;
+mod views;
 
 pub use config::Config;
 pub use identity::{DataDir, DeviceIdentity, IdentityError, LinkBundle};

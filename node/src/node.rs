@@ -196,6 +196,8 @@ impl Node {
             clock_floor_stored: loaded_clock_floor,
             revoked: Default::default(),
             requests: crate::requests::RequestQueue::load(loaded_requests),
+            views: Default::default(),
+            stale_views: Default::default(),
             listen_tx,
             traffic: traffic.clone(),
         };

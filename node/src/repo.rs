@@ -324,6 +324,10 @@ pub(crate) struct RepoActor {
     pub(crate) revoked: std::collections::BTreeSet<String>,
     /// Access requests from outside the person.
     pub(crate) requests: crate::requests::RequestQueue,
+    /// Source documents → the views served for path-limited grants on them.
+    pub(crate) views: crate::views::Views,
+    /// Sources whose views must be brought up to date.
+    pub(crate) stale_views: std::collections::BTreeSet<DocumentId>,
 }
 
 /// How far the clock floor may run ahead of the stored one before it is written again.
@@ -362,6 +366,9 @@ impl RepoActor {
         self.refresh_registry().await;
         let mut sweep = tokio::time::interval(HELLO_TIMEOUT / 4);
         loop {
+            if !self.stale_views.is_empty() {
+                self.refresh_views().await;
+            }
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
@@ -433,6 +440,9 @@ impl RepoActor {
         self.carry_out(effects).await;
         if self.revocations_dirty {
             Box::pin(self.refresh_registry()).await;
+        }
+        if !self.stale_views.is_empty() {
+            Box::pin(self.refresh_views()).await;
         }
     }
 
@@ -558,6 +568,9 @@ impl RepoActor {
                 Effect::DocChanged { doc, heads } => {
                     if doc == self.index {
                         self.revocations_dirty = true;
+                    }
+                    if self.views.contains_key(&doc) {
+                        self.stale_views.insert(doc);
                     }
                     let _ = self.events.send(DocEvent {
                         doc: doc.to_string(),
@@ -732,6 +745,9 @@ impl RepoActor {
         if self.hub.borrowed_read_only(&doc) {
             return Err(NodeError::ReadOnly(doc.to_string()));
         }
+        if self.views.contains_key(&doc) {
+            self.stale_views.insert(doc);
+        }
         let actor = self.actor.clone();
         let outcome = self
             .hub
@@ -783,6 +799,9 @@ impl RepoActor {
     /// Applies queued changes to one document, each in its own transaction, persists them
     /// as one chunk, and answers each caller once that chunk is durable.
     async fn edit_batch(&mut self, doc: DocumentId, batch: Vec<(EditFn, Reply<Vec<String>>)>) {
+        if self.views.contains_key(&doc) {
+            self.stale_views.insert(doc);
+        }
         if self.hub.borrowed_read_only(&doc) {
             for (_, reply) in batch {
                 let _ = reply.send(Err(NodeError::ReadOnly(doc.to_string())));
@@ -888,6 +907,20 @@ impl RepoActor {
         name: Option<String>,
         content: Option<Json>,
     ) -> Result<(DocumentId, Vec<Pending>), NodeError> {
+        let id =
+            DocumentId::from_bytes(random::bytes().map_err(|e| NodeError::Invalid(e.to_string()))?);
+        let pending = self.create_with_id(id, name, content, json!({})).await?;
+        Ok((id, pending))
+    }
+
+    /// Creates document `id`, recording it in the index with its name and `extra` fields.
+    pub(crate) async fn create_with_id(
+        &mut self,
+        id: DocumentId,
+        name: Option<String>,
+        content: Option<Json>,
+        extra: Json,
+    ) -> Result<Vec<Pending>, NodeError> {
         if let Some(content) = &content
             && !content.is_object()
         {
@@ -895,8 +928,6 @@ impl RepoActor {
                 "a document's content is a JSON object".into(),
             ));
         }
-        let id =
-            DocumentId::from_bytes(random::bytes().map_err(|e| NodeError::Invalid(e.to_string()))?);
         let mut doc = Automerge::new().with_actor(self.actor.clone());
         if let Some(content) = &content {
             let mut tx = doc.transaction();
@@ -922,7 +953,10 @@ impl RepoActor {
         if let Some(p) = self.ensure_index().await? {
             pending.push(p);
         }
-        let entry = json!({ "name": name, "created": now });
+        let mut entry = json!({ "name": name, "created": now });
+        if let (Some(entry), Some(extra)) = (entry.as_object_mut(), extra.as_object()) {
+            entry.extend(extra.clone());
+        }
         let key = id.to_string();
         if let Some(p) = self
             .change(self.index, move |tx| {
@@ -939,7 +973,7 @@ impl RepoActor {
         }
         let effects = self.hub.handle(now, Input::LocalChange { doc: id });
         self.carry_out(effects).await;
-        Ok((id, pending))
+        Ok(pending)
     }
 
     async fn on_command(&mut self, command: RepoCommand) {
@@ -1276,6 +1310,8 @@ impl RepoActor {
             }
         }
         self.revoked = set.iter().map(ToString::to_string).collect();
+        self.views = self.views_from_registry(index);
+        self.stale_views.extend(self.views.keys().copied());
         self.hub.set_revoked_authors(authors);
         let effects = self.hub.set_revocations(set);
         self.carry_out(effects).await;
@@ -1401,7 +1437,11 @@ impl RepoActor {
 }
 
 /// A text field of a registry entry.
-fn entry_text(index: &Automerge, entry: &automerge::ObjId, field: &str) -> Option<String> {
+pub(crate) fn entry_text(
+    index: &Automerge,
+    entry: &automerge::ObjId,
+    field: &str,
+) -> Option<String> {
     match index.get(entry, field).ok()??.0 {
         automerge::Value::Scalar(v) => match v.as_ref() {
             automerge::ScalarValue::Str(s) => Some(s.to_string()),

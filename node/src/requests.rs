@@ -327,6 +327,7 @@ impl RepoActor {
                 terms: request.terms.clone(),
                 note: request.note.clone(),
                 delegable: false,
+                path: None,
             })
             .await?;
         pending.extend(

@@ -82,6 +82,9 @@ pub struct GrantRequest {
     pub note: Option<String>,
     /// Whether the grantee may pass it on (say, from their person to their devices).
     pub delegable: bool,
+    /// Limit it to this subtree (a JSON pointer such as `/profile/address`): the grantee
+    /// then receives a view document holding only that subtree, read-only.
+    pub path: Option<String>,
 }
 
 /// A grant just issued.
@@ -91,6 +94,8 @@ pub struct IssuedGrant {
     pub cid: String,
     /// The document.
     pub doc: String,
+    /// For a grant limited to a subtree: the view document the grantee receives.
+    pub view: Option<String>,
     /// The text to hand the grantee (`membrane accept CODE`).
     pub code: String,
     /// When it expires (Unix seconds).
@@ -108,6 +113,8 @@ pub struct GrantInfo {
     pub doc: String,
     /// Its name, if it has one.
     pub doc_name: Option<String>,
+    /// The subtree it is limited to, if any.
+    pub path: Option<String>,
     /// `read`, `write` or `admin`.
     pub can: String,
     /// When it expires (Unix seconds).
@@ -316,7 +323,16 @@ impl RepoActor {
         let expires = request.expires_in.map(|secs| now.saturating_add(secs));
         let mut meta = BTreeMap::new();
         // The document's name travels too, so the grantee can call it the same.
-        let name = self.name_of(&doc);
+        let name = self
+            .name_of(&doc)
+            .map(|name| format!("{name}{}", request.path.as_deref().unwrap_or_default()));
+        if let Some(path) = &request.path
+            && (!path.starts_with('/') || path == "/")
+        {
+            return Err(NodeError::Invalid(format!(
+                "--path {path:?} must be a JSON pointer below the root, like /profile/address"
+            )));
+        }
         for (key, value) in [
             ("terms", &request.terms),
             ("note", &request.note),
@@ -336,7 +352,10 @@ impl RepoActor {
             capability::command(request.can.command()),
         )
         .subject(self.root)
-        .policy(capability::policy_for_document(&doc.to_string()))
+        .policy(match &request.path {
+            Some(path) => capability::policy_for_path(&doc.to_string(), path),
+            None => capability::policy_for_document(&doc.to_string()),
+        })
         .nonce(nonce.to_vec())
         .expiration(expires)
         .meta(meta)
@@ -357,6 +376,7 @@ impl RepoActor {
             "terms": request.terms,
             "note": request.note,
             "delegable": request.delegable,
+            "path": request.path,
             "by": self.device.to_string(),
             "at": now,
             "chain": tokens(&chain),
@@ -376,10 +396,21 @@ impl RepoActor {
             addrs: self.listen.clone(),
         }
         .to_text();
+        let view = request
+            .path
+            .as_ref()
+            .map(|path| membrane_protocol::sync::share::projection_id(&doc, path).to_string());
+        if request.path.is_some() {
+            // Make the view now, so it is there when the grantee first connects.
+            self.revocations_dirty = true;
+            self.refresh_registry().await;
+            self.refresh_views().await;
+        }
         Ok((
             IssuedGrant {
                 cid,
                 doc: doc.to_string(),
+                view,
                 code,
                 expires,
             },
@@ -429,6 +460,7 @@ impl RepoActor {
                     revoked: self.revoked.contains(&cid),
                     last_used: last_used.get(cid.as_str()).copied(),
                     doc_name: doc.parse().ok().and_then(|id| self.name_of(&id)),
+                    path: text("path"),
                     to: text("to").unwrap_or_default(),
                     can: text("can").unwrap_or_default(),
                     expires: record["expires"].as_u64(),
@@ -498,10 +530,7 @@ impl RepoActor {
             .map(|(doc, level)| (doc.to_string(), level_text(level).to_owned()))
             .collect();
         if docs.is_empty() {
-            return Err(NodeError::Invalid(
-                "the grant covers no whole document (path-limited grants are not served yet)"
-                    .into(),
-            ));
+            return Err(NodeError::Invalid("the grant covers no document".into()));
         }
         let cid = grant.cid().to_string();
         let info = SharedInfo {
@@ -631,6 +660,7 @@ impl RepoActor {
                     "grant": cid,
                     "to": record["to"],
                     "can": record["can"],
+                    "path": record["path"],
                     "expires": record["expires"],
                     "through": issuers,
                 })

@@ -32,6 +32,7 @@ fn request(to: &NodeHandle, doc: &str, can: Can) -> GrantRequest {
         terms: None,
         note: None,
         delegable: false,
+        path: None,
     }
 }
 
@@ -397,6 +398,85 @@ async fn a_shop_requests_access_and_gets_exactly_what_sarah_approves() {
         .unwrap();
     assert_eq!(sarah.requests().await.unwrap().len(), 4);
     for node in [sarah, shop, pushy] {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_grant_delivers_only_that_subtree_and_keeps_it_current() {
+    let temp = tempfile::tempdir().unwrap();
+    let sarah = person(temp.path(), "sarah").await;
+    let shop = person(temp.path(), "shop").await;
+    let contacts = sarah
+        .create_doc(
+            Some("me".into()),
+            Some(json!({
+                "profile": {
+                    "name": "Sarah Lindqvist",
+                    "address": {"street": "Elm Street 1", "city": "Oslo"},
+                },
+                "medical": "allergic to penicillin",
+            })),
+        )
+        .await
+        .unwrap()
+        .to_string();
+    sarah.listen_addrs(1).await;
+
+    let mut delivery = request(&shop, "me", Can::Read);
+    delivery.path = Some("/profile/address".into());
+    let grant = sarah.grant(delivery).await.unwrap();
+    let view = grant.view.clone().expect("a path grant has a view");
+    assert_ne!(view, contacts);
+    let accepted = shop.accept(&grant.code).await.unwrap();
+    assert_eq!(accepted.docs, [(view.clone(), "read".to_owned())]);
+    eventually("the shop has the address", || {
+        has(&shop, &view, "/profile/address/city", json!("Oslo"))
+    })
+    .await;
+
+    // The bytes the shop holds carry the address and nothing else of the document.
+    let saved = shop
+        .read(view.parse().unwrap(), |d| d.save())
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&saved);
+    assert!(text.contains("Elm Street 1"));
+    for secret in ["Sarah Lindqvist", "penicillin", "medical"] {
+        assert!(!text.contains(secret), "{secret:?} reached the shop");
+    }
+    assert!(!shop.list().await.unwrap().iter().any(|d| d.id == contacts));
+    // Sarah's access log names the view.
+    let log = sarah.access_log().await.unwrap();
+    assert!(
+        log.iter()
+            .any(|e| e.event.doc == view && e.event.kind == "read")
+    );
+    assert!(log.iter().all(|e| e.event.doc != contacts));
+
+    // Sarah moves; the shop's view follows. Her other edits never leave.
+    sarah
+        .set(&contacts, "/profile/address/city", json!("Bergen"))
+        .await
+        .unwrap();
+    sarah
+        .set(&contacts, "/medical", json!("also hay fever"))
+        .await
+        .unwrap();
+    eventually("the new city reaches the shop", || {
+        has(&shop, &view, "/profile/address/city", json!("Bergen"))
+    })
+    .await;
+    let saved = shop
+        .read(view.parse().unwrap(), |d| d.save())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&saved).contains("hay fever"));
+    let who = sarah.who_can("me").await.unwrap();
+    assert_eq!(who.grants[0]["path"], json!("/profile/address"));
+    for node in [sarah, shop] {
         node.shutdown().await;
     }
 }

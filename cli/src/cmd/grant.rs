@@ -31,6 +31,10 @@ pub(crate) struct Args {
     /// A note for your records (also inside the grant).
     #[arg(long)]
     note: Option<String>,
+    /// Share only this subtree, e.g. /profile/address (read-only: the grantee gets a view
+    /// document holding just that part, kept up to date).
+    #[arg(long, value_name = "POINTER")]
+    path: Option<String>,
     /// Let the grantee pass it on (e.g. a grant to a person, used by each of their devices).
     #[arg(long)]
     delegable: bool,
@@ -54,6 +58,7 @@ pub(crate) fn run(args: Args, data_dir: Option<PathBuf>, out: &mut Output) -> an
             "terms": args.terms,
             "note": args.note,
             "delegable": args.delegable,
+            "path": args.path,
         }),
     )?;
     let code = issued["code"].as_str().unwrap_or_default().to_owned();

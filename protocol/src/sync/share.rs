@@ -71,20 +71,84 @@ pub struct HeldGrant {
     pub documents: Vec<(DocumentId, Level)>,
 }
 
-/// The documents a valid chain grants, each at the highest level it allows. Candidates are
-/// read off the chain's `.doc == "<id>"` statements, then each is checked against the
-/// whole chain like an invocation would be; a grant limited to a path within a document
-/// covers no whole document, so it is not served here.
+/// The id of the view of `source` holding only the subtree at `path`: the same on every
+/// device of the owner, so each serves the same view document.
+pub fn projection_id(source: &DocumentId, path: &str) -> DocumentId {
+    use sha2::{Digest as _, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"membrane/projection/v1")
+        .chain_update(source.as_bytes())
+        .chain_update(path.as_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    DocumentId::from_bytes(bytes)
+}
+
+/// A grant limited to a subtree: served from a view document, read-only.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GrantedPath {
+    /// The source document.
+    pub source: DocumentId,
+    /// The subtree (a JSON pointer).
+    pub path: String,
+    /// The view document that holds just that subtree ([`projection_id`]).
+    pub view: DocumentId,
+}
+
+/// The documents a valid chain grants, each at the highest level it allows, and the
+/// subtrees it grants. Candidates are read off the chain's `.doc == "<id>"` and
+/// `.path == "<pointer>"` statements, then each is checked against the whole chain like an
+/// invocation would be. A subtree grant is served as its view document, read-only (a view
+/// has no way back into its source), so the view appears among the documents at
+/// [`Level::Read`].
 pub fn granted_documents(chain: &[Delegation], valid: &ValidChain) -> Vec<(DocumentId, Level)> {
+    let (mut documents, paths) = granted(chain, valid);
+    documents.extend(paths.into_iter().map(|p| (p.view, Level::Read)));
+    documents
+}
+
+/// The subtrees a valid chain grants (see [`granted_documents`]).
+pub fn granted_paths(chain: &[Delegation], valid: &ValidChain) -> Vec<GrantedPath> {
+    granted(chain, valid).1
+}
+
+fn granted(
+    chain: &[Delegation],
+    valid: &ValidChain,
+) -> (Vec<(DocumentId, Level)>, Vec<GrantedPath>) {
     let mut candidates = Vec::new();
+    let mut paths = Vec::new();
     for delegation in chain {
         for statement in delegation.payload().policy.statements() {
             named_documents(statement, &mut candidates);
+            named_paths(statement, &mut paths);
         }
     }
     candidates.sort();
     candidates.dedup();
-    candidates
+    paths.sort();
+    paths.dedup();
+    let readable =
+        |held: &crate::ucan::Command| capability::implies(held, &capability::command(DOC_READ));
+    let mut granted_paths = Vec::new();
+    for doc in &candidates {
+        for path in &paths {
+            let args = Ipld::Map(BTreeMap::from([
+                (ARG_DOC.to_owned(), Ipld::String(doc.to_string())),
+                (capability::ARG_PATH.to_owned(), Ipld::String(path.clone())),
+            ]));
+            // A subtree grant only: the whole document must not be granted already.
+            if readable(valid.command()) && valid.allows(valid.command(), &args).is_ok() {
+                granted_paths.push(GrantedPath {
+                    source: *doc,
+                    path: path.clone(),
+                    view: projection_id(doc, path),
+                });
+            }
+        }
+    }
+    let documents: Vec<(DocumentId, Level)> = candidates
         .into_iter()
         .filter_map(|doc| {
             let args = Ipld::Map(BTreeMap::from([(
@@ -103,7 +167,21 @@ pub fn granted_documents(chain: &[Delegation], valid: &ValidChain) -> Vec<(Docum
                 None
             }
         })
-        .collect()
+        .collect();
+    granted_paths.retain(|p| !documents.iter().any(|(d, _)| *d == p.source));
+    (documents, granted_paths)
+}
+
+fn named_paths(statement: &Statement, out: &mut Vec<String>) {
+    match statement {
+        Statement::Equal(selector, Ipld::String(text)) if selector.as_str() == ".path" => {
+            out.push(text.clone());
+        }
+        Statement::And(all) | Statement::Or(all) => {
+            all.iter().for_each(|s| named_paths(s, out));
+        }
+        _ => {}
+    }
 }
 
 fn named_documents(statement: &Statement, out: &mut Vec<DocumentId>) {
@@ -185,12 +263,19 @@ mod tests {
             capability::policy_for_document(&inbox.to_string()),
         );
         assert_eq!(documents(write), [(inbox, Level::Write)]);
-        // A path-limited grant covers no whole document.
-        let path = grant(
-            DOC_READ,
-            capability::policy_for_path(&calendar.to_string(), "/monday"),
+        // A path-limited grant covers its view document only, read-only even for writers.
+        for command in [DOC_READ, DOC_WRITE] {
+            let path = grant(
+                command,
+                capability::policy_for_path(&calendar.to_string(), "/monday"),
+            );
+            let view = projection_id(&calendar, "/monday");
+            assert_eq!(documents(path), [(view, Level::Read)]);
+        }
+        assert_ne!(
+            projection_id(&calendar, "/monday"),
+            projection_id(&calendar, "/tuesday")
         );
-        assert_eq!(documents(path), []);
         // `/membrane/doc` covers write, hence read too; admin implies write.
         for command in [capability::DOC, capability::DOC_ADMIN] {
             let all = grant(
