@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{config, eventually};
+use common::{config, eventually, joining_device, pair_with, start};
 
 use std::time::Duration;
 
@@ -20,12 +20,6 @@ use serde_json::json;
 
 async fn has(node: &NodeHandle, doc: &str, path: &str, expected: serde_json::Value) -> bool {
     node.get(doc, path).await.ok().flatten() == Some(expected)
-}
-
-fn joining_device(base: &std::path::Path, name: &str) -> DataDir {
-    let dir = DataDir::new(base.join(name));
-    DeviceIdentity::init_joining(&dir).unwrap();
-    dir
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,24 +270,6 @@ async fn bad_pairings_fail_clearly_and_change_nothing() {
     assert!(text[..text.len() - 7].parse::<PairingTicket>().is_err());
     assert!("hello".parse::<PairingTicket>().is_err());
     laptop.shutdown().await;
-}
-
-/// Pairs a new device named `name` with `inviter` and returns its data dir (not started).
-async fn pair_with(inviter: &NodeHandle, base: &std::path::Path, name: &str) -> DataDir {
-    let (ticket, mut events) = inviter.invite(600, Some(name.into())).await.unwrap();
-    let dir = joining_device(base, name);
-    join(&dir, &ticket, None).await.unwrap();
-    assert!(matches!(
-        events.recv().await,
-        Some(InviteEvent::Joined { .. })
-    ));
-    dir
-}
-
-async fn start(dir: &std::path::Path, peers: Vec<libp2p::Multiaddr>) -> NodeHandle {
-    let mut config = config(dir);
-    config.peers = peers;
-    Node::start(config).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

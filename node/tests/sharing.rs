@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{config, eventually};
+use common::{config, eventually, pair_with, start};
 
 use membrane_node::{
     DataDir, DeviceIdentity, Node, NodeHandle,
@@ -477,6 +477,82 @@ async fn a_path_grant_delivers_only_that_subtree_and_keeps_it_current() {
     let who = sarah.who_can("me").await.unwrap();
     assert_eq!(who.grants[0]["path"], json!("/profile/address"));
     for node in [sarah, shop] {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_made_during_a_partition_takes_effect_when_it_heals() {
+    let temp = tempfile::tempdir().unwrap();
+    let laptop_dir = temp.path().join("laptop");
+    DeviceIdentity::init(&DataDir::new(&laptop_dir), time::now()).unwrap();
+    let laptop = start(&laptop_dir, vec![]).await;
+    let calendar = laptop
+        .create_doc(Some("calendar".into()), Some(json!({"saturday": "tennis"})))
+        .await
+        .unwrap()
+        .to_string();
+    let pi_dir = pair_with(&laptop, temp.path(), "pi").await;
+    let pi = start(pi_dir.path(), laptop.listen_addrs(1).await).await;
+    let tom = person(temp.path(), "tom").await;
+    let grant = laptop
+        .grant(request(&tom, "calendar", Can::Read))
+        .await
+        .unwrap();
+    eventually("the Pi knows the grant", || async {
+        pi.grants()
+            .await
+            .unwrap()
+            .iter()
+            .any(|g| g.cid == grant.cid)
+    })
+    .await;
+
+    // The laptop goes away (a new port, nobody dials it). Tom reads from the Pi.
+    laptop.shutdown().await;
+    let laptop = start(&laptop_dir, vec![]).await;
+    tom.accept(&grant.code).await.unwrap();
+    let pi_addr = pi.listen_addrs(1).await[0].clone();
+    tom.dial(pi_addr.clone()).await.unwrap();
+    eventually("Tom reads through the Pi", || {
+        has(&tom, &calendar, "/saturday", json!("tennis"))
+    })
+    .await;
+
+    // The laptop revokes while apart: the Pi, not yet told, still serves Tom.
+    laptop.revoke_grant(&grant.cid).await.unwrap();
+    pi.set(&calendar, "/note", json!("still served"))
+        .await
+        .unwrap();
+    eventually("the Pi still serves Tom", || {
+        has(&tom, &calendar, "/note", json!("still served"))
+    })
+    .await;
+
+    // The partition heals: the revocation reaches the Pi with the registry, and the Pi
+    // cuts Tom off; nothing written afterwards reaches him.
+    laptop.dial(pi_addr).await.unwrap();
+    eventually("the Pi refuses Tom", || refused_with(&pi, &tom, "revoked")).await;
+    pi.set(&calendar, "/after", json!("not for Tom"))
+        .await
+        .unwrap();
+    eventually("the laptop has the Pi's edit", || {
+        has(&laptop, &calendar, "/after", json!("not for Tom"))
+    })
+    .await;
+    eventually("Tom's redial is refused too", || async {
+        pi.status()
+            .await
+            .unwrap()
+            .refused_peers
+            .iter()
+            .filter(|r| r.peer == tom.device().to_string())
+            .count()
+            >= 2
+    })
+    .await;
+    assert_eq!(tom.get(&calendar, "/after").await.unwrap(), None);
+    for node in [laptop, pi, tom] {
         node.shutdown().await;
     }
 }

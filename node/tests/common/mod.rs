@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use membrane_node::Config;
+use membrane_node::{
+    Config, DataDir, DeviceIdentity, Node, NodeHandle,
+    pairing::{InviteEvent, join},
+};
 
 /// Generous: CI machines are slow and busy.
 pub const PATIENCE: Duration = Duration::from_secs(60);
@@ -31,4 +34,30 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A data dir with a device key but no root, ready to join (`membrane init --join`).
+pub fn joining_device(base: &std::path::Path, name: &str) -> DataDir {
+    let dir = DataDir::new(base.join(name));
+    DeviceIdentity::init_joining(&dir).unwrap();
+    dir
+}
+
+/// Pairs a new device named `name` with `inviter` and returns its data dir (not started).
+pub async fn pair_with(inviter: &NodeHandle, base: &std::path::Path, name: &str) -> DataDir {
+    let (ticket, mut events) = inviter.invite(600, Some(name.into())).await.unwrap();
+    let dir = joining_device(base, name);
+    join(&dir, &ticket, None).await.unwrap();
+    assert!(matches!(
+        events.recv().await,
+        Some(InviteEvent::Joined { .. })
+    ));
+    dir
+}
+
+/// Starts a loopback node over `dir` that dials `peers`.
+pub async fn start(dir: &std::path::Path, peers: Vec<libp2p::Multiaddr>) -> NodeHandle {
+    let mut config = config(dir);
+    config.peers = peers;
+    Node::start(config).await.unwrap()
 }

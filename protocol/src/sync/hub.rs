@@ -345,7 +345,9 @@ impl SyncHub {
                 self.sessions.remove(&session);
                 Effect::Close {
                     session,
-                    reason: CloseReason::Unauthorized("the device's delegation was revoked".into()),
+                    reason: CloseReason::Unauthorized(
+                        "a delegation it relied on was revoked".into(),
+                    ),
                 }
             })
             .collect()
