@@ -556,3 +556,39 @@ async fn a_revocation_made_during_a_partition_takes_effect_when_it_heals() {
         node.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_that_expires_mid_session_is_cut_off() {
+    let temp = tempfile::tempdir().unwrap();
+    let sarah = person(temp.path(), "sarah").await;
+    let tom = person(temp.path(), "tom").await;
+    let calendar = sarah
+        .create_doc(Some("calendar".into()), Some(json!({"saturday": "tennis"})))
+        .await
+        .unwrap()
+        .to_string();
+    sarah.listen_addrs(1).await;
+    let mut brief = request(&tom, "calendar", Can::Read);
+    brief.expires_in = Some(2);
+    let grant = sarah.grant(brief).await.unwrap();
+    tom.accept(&grant.code).await.unwrap();
+    eventually("Tom reads while the grant lasts", || {
+        has(&tom, &calendar, "/saturday", json!("tennis"))
+    })
+    .await;
+    // The node's periodic check closes the session once the expiry passes, and every
+    // redial is refused from then on.
+    eventually("Sarah cuts Tom off at expiry", || {
+        refused_with(&sarah, &tom, "expired")
+    })
+    .await;
+    sarah.set(&calendar, "/sunday", json!("run")).await.unwrap();
+    eventually("Tom's redial is refused as expired", || {
+        refused_with(&sarah, &tom, "Expired")
+    })
+    .await;
+    assert_eq!(tom.get(&calendar, "/sunday").await.unwrap(), None);
+    for node in [sarah, tom] {
+        node.shutdown().await;
+    }
+}

@@ -569,3 +569,95 @@ fn a_grant_is_passed_on_only_when_its_issuer_allowed_it() {
         Some("tennis")
     );
 }
+
+#[test]
+fn a_chain_that_widens_its_parent_opens_nothing() {
+    let sarah = SecretKey::from_seed([100; 32]);
+    let tom = SecretKey::from_seed([101; 32]);
+    let mallory = SecretKey::from_seed([103; 32]);
+    let mut laptop = device(&sarah, 1);
+    let (calendar, diary) = (doc_id(1), doc_id(2));
+    put(&mut laptop, calendar, "saturday", "tennis");
+    put(&mut laptop, diary, "secret", "diary");
+    let tom_device = device(&tom, 5);
+    let mut mallory_device = device(&mallory, 7);
+    let delegable = std::collections::BTreeMap::from([(
+        membrane_protocol::sync::share::DELEGABLE.to_owned(),
+        membrane_protocol::ucan::Ipld::Bool(true),
+    )]);
+    let parent = DelegationBuilder::new(
+        sarah.did(),
+        tom_device.hub.me(),
+        capability::command(capability::DOC_READ),
+    )
+    .policy(capability::policy_for_document(&calendar.to_string()))
+    .meta(delegable)
+    .sign(&sarah)
+    .unwrap();
+    let child = |command: &str, policy| {
+        DelegationBuilder::new(
+            tom_device.hub.me(),
+            mallory_device.hub.me(),
+            capability::command(command),
+        )
+        .subject(sarah.did())
+        .policy(policy)
+        .sign(&SecretKey::from_seed([5; 32]))
+        .unwrap()
+    };
+    // A broader command than the parent's: the chain does not validate.
+    let broader = child(
+        capability::DOC_WRITE,
+        capability::policy_for_document(&calendar.to_string()),
+    );
+    // A looser policy (another document) than the parent's: every policy in a chain must
+    // hold, so it covers nothing.
+    let looser = child(
+        capability::DOC_READ,
+        capability::policy_for_document(&diary.to_string()),
+    );
+    for widened in [broader, looser] {
+        let chain = vec![parent.clone(), widened];
+        let refused = mallory_device.hub.set_held_grants(NOW, vec![chain.clone()]);
+        assert_eq!(refused.len(), 1, "Mallory's own node sees it is unusable");
+        // Presented raw in a Hello anyway, as a hostile peer would: nothing opens.
+        let hostile = device(&mallory, 7);
+        let frame = Frame::Hello {
+            version: membrane_protocol::sync::wire::PROTOCOL_VERSION,
+            chain: vec![serde_bytes::ByteBuf::from(
+                hostile.authority.as_bytes().to_vec(),
+            )],
+            grants: vec![
+                chain
+                    .iter()
+                    .map(|d| serde_bytes::ByteBuf::from(d.as_bytes().to_vec()))
+                    .collect(),
+            ],
+        };
+        let session = SessionId(9);
+        laptop.hub.handle(
+            NOW,
+            Input::Opened {
+                session,
+                peer: hostile.hub.me(),
+                role: Role::Responder,
+                persisted: vec![],
+            },
+        );
+        let effects = laptop.hub.handle(
+            NOW,
+            Input::Received {
+                session,
+                frame: frame.encode(),
+            },
+        );
+        assert!(
+            effects.iter().all(|e| !matches!(e, Effect::Send { .. })),
+            "{effects:?}"
+        );
+        assert!(
+            effects.iter().any(|e| matches!(e, Effect::Close { .. })),
+            "{effects:?}"
+        );
+    }
+}

@@ -621,6 +621,9 @@ impl SyncHub {
             return Ok((valid.proofs().to_vec(), None));
         }
 
+        // The session with a grantee is closed at its grant's expiry (`expire`), so its
+        // grants are judged by the same strict clock.
+        let validator = validator.with_strict_expiry();
         let mut scope = Scope::default();
         let mut relied_on = Vec::new();
         let mut first_reason = None;

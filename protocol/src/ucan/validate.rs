@@ -185,6 +185,8 @@ impl ValidChain {
 pub struct Validator<'a> {
     now: UnixTime,
     clock_skew: UnixTime,
+    /// Whether `exp` is judged without the skew allowance.
+    strict_expiry: bool,
     revocations: Option<&'a RevocationSet>,
 }
 
@@ -194,6 +196,7 @@ impl<'a> Validator<'a> {
         Self {
             now,
             clock_skew: 0,
+            strict_expiry: false,
             revocations: None,
         }
     }
@@ -201,6 +204,14 @@ impl<'a> Validator<'a> {
     /// Tolerates clocks this many seconds apart (the spec recommends at most 60).
     pub fn with_clock_skew(mut self, seconds: UnixTime) -> Self {
         self.clock_skew = seconds;
+        self
+    }
+
+    /// Judges `exp` by this validator's clock alone, keeping the skew allowance for `nbf`:
+    /// for a verifier that enforces a grant's end itself, so a session it closed at expiry
+    /// cannot reopen within the allowance.
+    pub fn with_strict_expiry(mut self) -> Self {
+        self.strict_expiry = true;
         self
     }
 
@@ -218,7 +229,12 @@ impl<'a> Validator<'a> {
     ) -> Result<(), ValidationError> {
         if let Some(expiration) = expiration {
             // `exp` is inclusive: still valid at now == exp.
-            if self.now > expiration.saturating_add(self.clock_skew) {
+            let grace = if self.strict_expiry {
+                0
+            } else {
+                self.clock_skew
+            };
+            if self.now > expiration.saturating_add(grace) {
                 return Err(ValidationError::Expired { cid, expiration });
             }
         }
@@ -425,5 +441,50 @@ pub fn find_chain(leaf: &Delegation, pool: &[Delegation]) -> Option<Vec<Delegati
         })?;
         chain.push(parent.clone());
         current = parent.clone();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{key::SecretKey, ucan::DelegationBuilder};
+
+    #[test]
+    fn skew_is_granted_to_nbf_always_and_to_exp_unless_strict() {
+        let root = SecretKey::from_seed([1; 32]);
+        let friend = SecretKey::from_seed([2; 32]);
+        let chain = [
+            DelegationBuilder::new(root.did(), friend.did(), Command::top())
+                .expiration(Some(1_000))
+                .not_before(Some(900))
+                .sign(&root)
+                .unwrap(),
+        ];
+        let at = |now| Validator::new(now).with_clock_skew(60);
+        assert!(
+            at(1_000).validate_delegation_chain(&chain).is_ok(),
+            "exp inclusive"
+        );
+        assert!(
+            at(1_030).validate_delegation_chain(&chain).is_ok(),
+            "within the skew"
+        );
+        assert!(matches!(
+            at(1_030)
+                .with_strict_expiry()
+                .validate_delegation_chain(&chain),
+            Err(ValidationError::Expired { .. })
+        ));
+        assert!(
+            at(850)
+                .with_strict_expiry()
+                .validate_delegation_chain(&chain)
+                .is_ok(),
+            "nbf keeps its allowance"
+        );
+        assert!(matches!(
+            at(1_061).validate_delegation_chain(&chain),
+            Err(ValidationError::Expired { .. })
+        ));
     }
 }
