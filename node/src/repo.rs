@@ -13,7 +13,7 @@ use membrane_protocol::{
     Did, DocumentId,
     sync::{
         AccessKind, CloseReason, Effect, Input, SessionId, SyncHub,
-        gate::{Cutoff, RevokedAuthors, cutoff_of},
+        gate::{Cutoff, RevokedAuthors, cutoff_of, exceeds},
     },
 };
 use serde::Serialize;
@@ -636,6 +636,11 @@ impl RepoActor {
                         });
                     }
                 }
+                Effect::RevocationsLearned { peer, records } => {
+                    if let Err(error) = Box::pin(self.record_learned(peer, records)).await {
+                        tracing::error!(%error, "could not record revocations learned");
+                    }
+                }
                 Effect::DocumentPoisoned { doc } => {
                     tracing::error!(%doc, "document damaged in memory by a peer's message; reloading");
                     if let Ok(Some(reloaded)) = self.store.read_doc(doc).await {
@@ -1241,6 +1246,50 @@ impl RepoActor {
         Ok(pending)
     }
 
+    /// Keeps revocations a peer told us of in the registry, like our own, so they survive
+    /// restarts and reach our other devices.
+    async fn record_learned(
+        &mut self,
+        peer: Did,
+        records: Vec<membrane_protocol::sync::wire::RevocationRecord>,
+    ) -> Result<(), NodeError> {
+        use membrane_protocol::ucan::{Delegation, encode_base64};
+        if let Some(p) = self.ensure_index().await? {
+            watch_failure(p, self.index);
+        }
+        for record in records {
+            let Some(cid) = record
+                .revoked
+                .last()
+                .and_then(|d| Delegation::decode(d).ok())
+                .map(|d| d.cid())
+            else {
+                continue;
+            };
+            let list = |items: &[serde_bytes::ByteBuf]| -> Vec<String> {
+                items.iter().map(|b| encode_base64(b)).collect()
+            };
+            let entry = json!({
+                "token": encode_base64(&record.token),
+                "proofs": list(&record.proofs),
+                "revoked_chain": list(&record.revoked),
+                "learned_from": peer.to_string(),
+                "at": self.now_read_only(),
+            });
+            let key = format!("/revocation:{cid}");
+            if let Some(p) = self
+                .change(self.index, move |tx| {
+                    json::set(tx, &key, &entry).map_err(NodeError::from)
+                })
+                .await?
+            {
+                watch_failure(p, self.index);
+            }
+        }
+        self.revocations_dirty = true;
+        Ok(())
+    }
+
     /// Re-reads the registry after the index document changed: rebuilds the revocation set
     /// (keeping only revocations that verify; sessions that relied on a revoked delegation
     /// close), the revoked devices' cutoffs, and the grants this device holds on other
@@ -1260,17 +1309,30 @@ impl RepoActor {
         let mut authors = RevokedAuthors::new();
         let mut held = Vec::new();
         let mut addrs = Vec::new();
+        let mut records = Vec::new();
+        // Revoked devices by revocation CID, and cutoff amendments (see `gate::exceeds`).
+        let mut revoked_devices: Vec<(String, Did)> = Vec::new();
+        let mut amendments: Vec<(String, String, Cutoff)> = Vec::new();
         // Only registry entries are read, field by field: the registry shares the index
         // document with every document's name, and is read on each change to it.
         for key in index.keys(ROOT) {
             let is_revocation = key.starts_with("revocation:");
-            if !is_revocation && !key.starts_with("shared:") {
+            let is_amendment = key.starts_with("revocation-cutoff:");
+            if !is_revocation && !is_amendment && !key.starts_with("shared:") {
                 continue;
             }
             let Ok(Some((automerge::Value::Object(_), entry))) = index.get(ROOT, key.as_str())
             else {
                 continue;
             };
+            if is_amendment {
+                let mut parts = key["revocation-cutoff:".len()..].splitn(2, ':');
+                if let (Some(cid), Some(by)) = (parts.next(), parts.next()) {
+                    let by = by.to_owned();
+                    amendments.push((cid.to_owned(), by, read_cutoff(index, &entry)));
+                }
+                continue;
+            }
             if !is_revocation {
                 held.push(entry_tokens(index, &entry, "chain"));
                 addrs.extend(
@@ -1297,11 +1359,26 @@ impl RepoActor {
             ) {
                 Ok(()) => {
                     set.insert(revocation.revoked());
+                    let bytes = |chain: &[membrane_protocol::ucan::Delegation]| {
+                        chain
+                            .iter()
+                            .map(|d| serde_bytes::ByteBuf::from(d.as_bytes().to_vec()))
+                            .collect()
+                    };
+                    records.push(membrane_protocol::sync::wire::RevocationRecord {
+                        token: serde_bytes::ByteBuf::from(
+                            revocation.invocation().as_bytes().to_vec(),
+                        ),
+                        proofs: bytes(&proofs),
+                        revoked: bytes(&revoked_chain),
+                    });
                     // A device's revocation also bars its later changes.
                     let of_device = entry_text(index, &entry, "device").is_some();
                     if let Some(revoked) = revoked_chain.last().filter(|_| of_device) {
                         let cutoff = read_cutoff(index, &entry);
                         authors.insert(revoked.payload().audience, cutoff);
+                        revoked_devices
+                            .push((revocation.revoked().to_string(), revoked.payload().audience));
                     }
                 }
                 Err(error) => {
@@ -1309,11 +1386,28 @@ impl RepoActor {
                 }
             }
         }
+        for (cid, _, cutoff) in &amendments {
+            if let Some((_, device)) = revoked_devices.iter().find(|(c, _)| c == cid) {
+                authors.insert(*device, cutoff.clone());
+            }
+        }
+        // Did this device take the revoked device's changes before it heard of the
+        // revocation? Then it vouches for them, once, so all devices converge.
+        let me = self.device.to_string();
+        let mut amend = Vec::new();
+        for (cid, device) in &revoked_devices {
+            let mine = amendments.iter().any(|(c, by, _)| c == cid && *by == me);
+            let view = cutoff_of(device, self.hub.docs());
+            if !mine && exceeds(&view, authors.cutoff(device)) {
+                amend.push((format!("/revocation-cutoff:{cid}:{me}"), view));
+            }
+        }
         self.revoked = set.iter().map(ToString::to_string).collect();
         self.views = self.views_from_registry(index);
         self.stale_views.extend(self.views.keys().copied());
-        self.hub.set_revoked_authors(authors);
-        let effects = self.hub.set_revocations(set);
+        let mut effects = self.hub.set_revoked_authors(authors);
+        effects.extend(self.hub.set_revocations(set));
+        effects.extend(self.hub.set_revocation_records(records));
         self.carry_out(effects).await;
         for (chain, reason) in self.hub.set_held_grants(now, held) {
             let cid = chain
@@ -1324,6 +1418,21 @@ impl RepoActor {
         }
         if !addrs.is_empty() {
             let _ = self.net.send(NetCommand::Remember(addrs)).await;
+        }
+        for (key, view) in amend {
+            let entry = json!({ "cutoff": cutoff_to_json(&view), "at": self.now_read_only() });
+            tracing::info!(%key, "vouching for a revoked device's changes taken before its revocation");
+            match self
+                .change(self.index, move |tx| {
+                    json::set(tx, &key, &entry).map_err(NodeError::from)
+                })
+                .await
+            {
+                Ok(Some(p)) => watch_failure(p, self.index),
+                Ok(None) => {}
+                Err(error) => tracing::error!(%error, "could not record a cutoff amendment"),
+            }
+            self.revocations_dirty = true;
         }
     }
 

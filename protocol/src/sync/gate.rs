@@ -58,6 +58,26 @@ pub fn cutoff_of(device: &Did, docs: &DocSet) -> Cutoff {
     cutoff
 }
 
+/// Whether `view` holds changes past `cutoff` (some actor's sequence number is higher).
+///
+/// A device that took a revoked device's changes before it heard of the revocation holds
+/// more than the revoker saw. It publishes its own view as an amendment to the cutoff, and
+/// every device merges the amendments (taking, per actor, the highest): so all devices end
+/// up accepting exactly the changes some device had accepted while the device was still
+/// trusted everywhere it was known, and they converge.
+pub fn exceeds(view: &Cutoff, cutoff: Option<&Cutoff>) -> bool {
+    view.iter().any(|(doc, actors)| {
+        actors.iter().any(|(actor, seq)| {
+            let known = cutoff
+                .and_then(|c| c.get(doc))
+                .and_then(|a| a.get(actor))
+                .copied()
+                .unwrap_or(0);
+            *seq > known
+        })
+    })
+}
+
 /// The devices whose later changes are refused, with their cutoffs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RevokedAuthors {
@@ -94,6 +114,13 @@ impl RevokedAuthors {
                 *slot = (*slot).max(seq);
             }
         }
+    }
+
+    /// The merged cutoff of a revoked device.
+    pub fn cutoff(&self, device: &Did) -> Option<&Cutoff> {
+        self.devices
+            .get(device.as_bytes())
+            .map(|(_, cutoff)| cutoff)
     }
 
     /// Whether `device` is revoked.
@@ -215,11 +242,63 @@ pub(crate) fn screen<'a>(
     Ok((!refused.is_empty()).then_some(Screened { allowed, refused }))
 }
 
-/// The changes in one chunk: a single change, or every change of a saved document.
-fn changes_in(chunk: &[u8]) -> Result<Vec<Change>, String> {
+/// The changes in one chunk list entry: one or more concatenated chunks (the second sync
+/// message format packs all of a message's changes into one entry), each a single change,
+/// a bundle, or a saved document.
+fn changes_in(bytes: &[u8]) -> Result<Vec<Change>, String> {
+    let mut changes = Vec::new();
+    for chunk in split_chunks(bytes)? {
+        changes.extend(changes_in_chunk(chunk)?);
+    }
+    Ok(changes)
+}
+
+/// Automerge's storage chunks: magic (4 bytes), checksum (4), type (1), length (uLEB128),
+/// then that many bytes.
+fn split_chunks(mut bytes: &[u8]) -> Result<Vec<&[u8]>, String> {
+    const MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+    let mut chunks = Vec::new();
+    while !bytes.is_empty() {
+        if bytes.len() < 10 || bytes[..4] != MAGIC {
+            return Err("undecodable changes: not an Automerge chunk".into());
+        }
+        let (mut length, mut shift, mut at) = (0u64, 0u32, 9usize);
+        loop {
+            let byte = *bytes
+                .get(at)
+                .ok_or("undecodable changes: truncated chunk header")?;
+            at += 1;
+            length |= u64::from(byte & 0x7f)
+                .checked_shl(shift)
+                .ok_or("undecodable changes: bad chunk length")?;
+            if byte & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+            if shift > 63 {
+                return Err("undecodable changes: bad chunk length".into());
+            }
+        }
+        let end = usize::try_from(length)
+            .ok()
+            .and_then(|l| at.checked_add(l))
+            .filter(|end| *end <= bytes.len())
+            .ok_or("undecodable changes: truncated chunk")?;
+        chunks.push(&bytes[..end]);
+        bytes = &bytes[end..];
+    }
+    Ok(chunks)
+}
+
+fn changes_in_chunk(chunk: &[u8]) -> Result<Vec<Change>, String> {
     catch_unwind(AssertUnwindSafe(|| {
         if let Ok(change) = Change::try_from(chunk) {
             return Ok(vec![change]);
+        }
+        if let Ok(bundle) = automerge::Bundle::try_from(chunk) {
+            return bundle
+                .to_changes()
+                .map_err(|e| format!("undecodable changes: {e}"));
         }
         let doc = Automerge::load(chunk).map_err(|e| format!("undecodable changes: {e}"))?;
         Ok(doc.get_changes(&[]))
@@ -310,5 +389,14 @@ mod tests {
                 .is_none()
         );
         assert!(screen([&b"junk"[..]], judge).is_err());
+        // Several changes in one entry (the second sync message format).
+        let joined: Vec<u8> = doc
+            .get_changes(&[])
+            .iter()
+            .flat_map(|c| c.raw_bytes().to_vec())
+            .collect();
+        let screened = screen([joined.as_slice()], judge).unwrap().unwrap();
+        assert_eq!(screened.allowed.len(), 2);
+        assert!(screen([&joined[..joined.len() - 3]], judge).is_err());
     }
 }

@@ -18,13 +18,18 @@ use super::{
     docs::DocSet,
     gate::{Refusal, RefusedChange, RevokedAuthors, actor_device, screen},
     share::{HeldGrant, Lent, Level, Scope, grant_of, granted_documents, passed_on_without_leave},
-    wire::{BUCKETS, DocMessage, Entry, Frame, MAX_FRAME_SIZE, PROTOCOL_VERSION},
+    wire::{BUCKETS, DocMessage, Entry, Frame, MAX_FRAME_SIZE, PROTOCOL_VERSION, RevocationRecord},
 };
 use crate::{
     did::Did,
     document_id::DocumentId,
-    ucan::{Delegation, RevocationSet, UnixTime, ValidationError, Validator},
+    ucan::{
+        Delegation, Invocation, Revocation, RevocationSet, UnixTime, ValidationError, Validator,
+    },
 };
+
+/// Most revocation records read from one frame.
+const MAX_RECORDS: usize = 1024;
 
 /// Identifies one session (one ordered stream to one peer). Chosen by the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -82,6 +87,9 @@ pub enum CloseReason {
     Malformed(String),
     /// A frame at the wrong time (e.g. documents before `Hello`).
     ProtocolViolation(String),
+    /// Nothing wrong with the peer: the session restarts so that changes refused earlier
+    /// are offered again (a revoked device's cutoff was raised).
+    Resync,
 }
 
 impl fmt::Display for CloseReason {
@@ -90,6 +98,7 @@ impl fmt::Display for CloseReason {
             Self::Unauthorized(why) => write!(f, "unauthorized: {why}"),
             Self::Malformed(why) => write!(f, "malformed: {why}"),
             Self::ProtocolViolation(why) => write!(f, "protocol violation: {why}"),
+            Self::Resync => write!(f, "restarting to sync changes refused earlier"),
         }
     }
 }
@@ -197,6 +206,14 @@ pub enum Effect {
         /// What was kept out, and why.
         changes: Vec<RefusedChange>,
     },
+    /// A peer told us of revocations we did not know, and they check out: persist them
+    /// (they are already in force here).
+    RevocationsLearned {
+        /// The peer.
+        peer: Did,
+        /// The records.
+        records: Vec<RevocationRecord>,
+    },
     /// Applying a peer's message to a document panicked inside Automerge; the in-memory
     /// copy may be damaged and must be reloaded from storage.
     DocumentPoisoned {
@@ -258,6 +275,8 @@ struct Session {
     /// `Some` for a session with another person's device: what it may carry. `None` for
     /// one of our own devices (and before `Hello`).
     shared: Option<Scope>,
+    /// Revocations already told to this peer.
+    told: BTreeSet<cid::Cid>,
 }
 
 impl Session {
@@ -275,6 +294,8 @@ pub struct SyncHub {
     revoked_authors: RevokedAuthors,
     /// Grants we hold on other persons' documents.
     held: Vec<HeldGrant>,
+    /// Our person's revocations, checked, with their CIDs: told to grantees.
+    records: Vec<(cid::Cid, RevocationRecord)>,
     /// Document messages gathered while handling one input, sent as few frames per session
     /// at its end.
     outbox: BTreeMap<SessionId, Vec<DocMessage>>,
@@ -309,6 +330,7 @@ impl SyncHub {
             revocations: RevocationSet::new(),
             revoked_authors: RevokedAuthors::new(),
             held: Vec::new(),
+            records: Vec::new(),
             outbox: BTreeMap::new(),
         }
     }
@@ -333,6 +355,10 @@ impl SyncHub {
     /// effects say which).
     pub fn set_revocations(&mut self, revocations: RevocationSet) -> Vec<Effect> {
         self.revocations = revocations;
+        self.close_revoked()
+    }
+
+    fn close_revoked(&mut self) -> Vec<Effect> {
         let revoked: Vec<SessionId> = self
             .sessions
             .iter()
@@ -353,10 +379,128 @@ impl SyncHub {
             .collect()
     }
 
+    /// Replaces the checked revocation records this node tells grantees about (the node
+    /// keeps them in its registry). Live sessions with grantees hear of new ones at once.
+    pub fn set_revocation_records(&mut self, records: Vec<RevocationRecord>) -> Vec<Effect> {
+        self.records = records
+            .into_iter()
+            .filter_map(|record| {
+                let revoked = record.revoked.last()?;
+                Some((Delegation::decode(revoked).ok()?.cid(), record))
+            })
+            .collect();
+        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        let mut effects = Vec::new();
+        for id in ids {
+            self.tell_revocations(id, &mut effects);
+        }
+        effects
+    }
+
+    /// Sends a grantee the revocations it should know and has not been told: every revoked
+    /// device of ours, and its own revoked grants.
+    fn tell_revocations(&mut self, id: SessionId, effects: &mut Vec<Effect>) {
+        let Some(session) = self.sessions.get(&id) else {
+            return;
+        };
+        let lends = session
+            .shared
+            .as_ref()
+            .is_some_and(|scope| !scope.lent.is_empty());
+        if !lends || session.phase != Phase::Live {
+            return;
+        }
+        let peer = session.peer;
+        let fresh: Vec<(cid::Cid, RevocationRecord)> = self
+            .records
+            .iter()
+            .filter(|(cid, _)| !session.told.contains(cid))
+            .filter(|(_, record)| {
+                record
+                    .revoked
+                    .last()
+                    .and_then(|d| Delegation::decode(d).ok())
+                    .is_some_and(|d| {
+                        d.payload().command.as_str() == "/" || d.payload().audience == peer
+                    })
+            })
+            .cloned()
+            .collect();
+        if fresh.is_empty() {
+            return;
+        }
+        let session = self.sessions.get_mut(&id).expect("present");
+        session.told.extend(fresh.iter().map(|(cid, _)| *cid));
+        let records = fresh.into_iter().map(|(_, record)| record).collect();
+        self.send(id, &Frame::Revocations { records }, effects);
+    }
+
+    /// Checks revocations a peer told us of; applies and reports the new ones.
+    fn learn_revocations(
+        &mut self,
+        now: UnixTime,
+        id: SessionId,
+        records: Vec<RevocationRecord>,
+        effects: &mut Vec<Effect>,
+    ) {
+        let validator = Validator::new(now).with_clock_skew(self.config.clock_skew);
+        let decode = |list: &[ByteBuf]| -> Option<Vec<Delegation>> {
+            list.iter().map(|b| Delegation::decode(b).ok()).collect()
+        };
+        let mut learned = Vec::new();
+        for record in records.into_iter().take(MAX_RECORDS) {
+            let checked = Invocation::decode(&record.token)
+                .ok()
+                .and_then(|i| Revocation::from_invocation(i).ok())
+                .zip(decode(&record.proofs))
+                .zip(decode(&record.revoked))
+                .filter(|((revocation, proofs), revoked)| {
+                    revocation.verify(&validator, proofs, revoked).is_ok()
+                })
+                .map(|((revocation, _), _)| revocation.revoked());
+            if let Some(cid) = checked
+                && self.revocations.insert(cid)
+            {
+                learned.push(record);
+            }
+        }
+        if learned.is_empty() {
+            return;
+        }
+        let peer = self.sessions.get(&id).map(|s| s.peer);
+        effects.extend(self.close_revoked());
+        if let Some(peer) = peer {
+            effects.push(Effect::RevocationsLearned {
+                peer,
+                records: learned,
+            });
+        }
+    }
+
     /// Replaces the set of revoked devices whose changes past their cutoff are refused,
-    /// whichever peer relays them.
-    pub fn set_revoked_authors(&mut self, authors: RevokedAuthors) {
+    /// whichever peer relays them. When a cutoff rose, sessions in which we refused
+    /// changes restart (the returned effects close them), so the peers offer them again.
+    pub fn set_revoked_authors(&mut self, authors: RevokedAuthors) -> Vec<Effect> {
+        if authors == self.revoked_authors {
+            return Vec::new();
+        }
         self.revoked_authors = authors;
+        let stalled: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.stalled.is_empty())
+            .map(|(id, _)| *id)
+            .collect();
+        stalled
+            .into_iter()
+            .map(|session| {
+                self.sessions.remove(&session);
+                Effect::Close {
+                    session,
+                    reason: CloseReason::Resync,
+                }
+            })
+            .collect()
     }
 
     /// Replaces the grants this device holds on other persons' documents: it presents them
@@ -491,6 +635,7 @@ impl SyncHub {
                         chain: Vec::new(),
                         stalled: BTreeSet::new(),
                         shared: None,
+                        told: BTreeSet::new(),
                     },
                 );
                 if role == Role::Initiator {
@@ -726,7 +871,7 @@ impl SyncHub {
                     self.send(id, &self.hello(), effects);
                 }
                 if let Some(scope) = scope {
-                    self.start_shared(id, scope);
+                    self.start_shared(id, scope, effects);
                     return Ok(());
                 }
                 let (count, fingerprint) = self.docs.summary();
@@ -807,6 +952,11 @@ impl SyncHub {
                 Phase::Live,
                 Frame::Summary { .. } | Frame::Buckets { .. } | Frame::Entries { .. },
             ) => violation("reconciliation frames after reconciling (or in a shared session)"),
+            (Phase::Live, Frame::Revocations { records }) => {
+                self.learn_revocations(now, id, records, effects);
+                Ok(())
+            }
+            (_, Frame::Revocations { .. }) => violation("revocations before reconciling"),
             (_, Frame::Docs { items }) => {
                 for item in items {
                     self.receive_doc(id, item, effects)?;
@@ -818,7 +968,7 @@ impl SyncHub {
 
     /// A shared session skips reconciliation: it starts syncing the documents in its scope
     /// at once, creating empty copies of borrowed documents not held yet.
-    fn start_shared(&mut self, id: SessionId, scope: Scope) {
+    fn start_shared(&mut self, id: SessionId, scope: Scope, effects: &mut Vec<Effect>) {
         let mut items = Vec::new();
         let session = self.sessions.get_mut(&id).expect("present");
         for doc_id in scope.lent.keys().chain(scope.borrowed.keys()) {
@@ -841,6 +991,7 @@ impl SyncHub {
         session.shared = Some(scope);
         session.persisted.clear();
         self.outbox.entry(id).or_default().extend(items);
+        self.tell_revocations(id, effects);
     }
 
     /// Both sides know the differing buckets (empty when summaries matched) and the peer's

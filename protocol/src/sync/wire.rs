@@ -53,11 +53,28 @@ pub enum Frame {
         /// Whether this answers an `Entries`.
         reply: bool,
     },
+    /// Revocations the sender's person made, with what it takes to check them: sent to a
+    /// grantee so it refuses the revoked devices (and learns of its revoked grants) too.
+    Revocations {
+        /// The records.
+        records: Vec<RevocationRecord>,
+    },
     /// Automerge sync messages and whole documents, many per frame.
     Docs {
         /// The messages.
         items: Vec<DocMessage>,
     },
+}
+
+/// A revocation and what any node needs to check it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevocationRecord {
+    /// The `/ucan/revoke` invocation.
+    pub token: ByteBuf,
+    /// The revoker's delegation chain, root first.
+    pub proofs: Vec<ByteBuf>,
+    /// The revoked delegation's chain, root first.
+    pub revoked: Vec<ByteBuf>,
 }
 
 /// One document in an `Entries` frame.
