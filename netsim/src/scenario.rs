@@ -20,6 +20,8 @@ pub struct Outcome {
     pub scenario: String,
     /// The seed.
     pub seed: u64,
+    /// Whether the deliberately broken variant ran.
+    pub broken_variant: bool,
     /// Simulated devices.
     pub nodes: usize,
     /// Local edits made.
@@ -53,8 +55,10 @@ impl Outcome {
     /// The command that replays this run.
     pub fn replay(&self) -> String {
         format!(
-            "cargo run -p membrane-netsim -- run --scenario {} --seed {}",
-            self.scenario, self.seed
+            "cargo run -p membrane-netsim -- run --scenario {} --seed {}{}",
+            self.scenario,
+            self.seed,
+            if self.broken_variant { " --broken" } else { "" }
         )
     }
 }

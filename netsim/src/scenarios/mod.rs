@@ -37,6 +37,7 @@ pub(crate) fn finish_with(
     Outcome {
         scenario: scenario.to_owned(),
         seed,
+        broken_variant: sim.variant != crate::world::Variant::Correct,
         nodes: sim.nodes.len(),
         edits: sim.edits(),
         frames: sim.stats.frames,
