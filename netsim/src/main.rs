@@ -37,6 +37,9 @@ enum Command {
         /// Run the deliberately broken variant (to see the checker catch it).
         #[arg(long)]
         broken: bool,
+        /// concurrent-traces only: replay just the first N transactions.
+        #[arg(long, value_name = "N")]
+        txns: Option<usize>,
         /// Also write the summary (and every run) as JSON here.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
             seed,
             seeds,
             broken,
+            txns,
             json,
         } => {
             let variant = if broken {
@@ -67,7 +71,13 @@ fn main() -> ExitCode {
             };
             let mut outcomes = Vec::new();
             for s in seed..seed.saturating_add(seeds) {
-                match run(&scenario, s, variant) {
+                let outcome = match (scenario.as_str(), txns) {
+                    ("concurrent-traces", Some(limit)) => {
+                        membrane_netsim::scenarios::traces::run_prefix(s, variant, limit)
+                    }
+                    _ => run(&scenario, s, variant),
+                };
+                match outcome {
                     Ok(outcome) => {
                         if !outcome.ok() {
                             eprintln!("seed {s} FAILED: {}", outcome.violations.join("; "));

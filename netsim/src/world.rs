@@ -547,6 +547,55 @@ impl Sim {
         true
     }
 
+    /// Creates a document on `node` from saved bytes (owned by its person).
+    pub fn create_doc_from(&mut self, node: NodeId, saved: &[u8]) -> DocumentId {
+        let id = self.doc_id();
+        let doc = Automerge::load(saved).expect("a saved document loads");
+        let n = &mut self.nodes[node];
+        n.durable.insert(id, vec![saved.to_vec()]);
+        n.hub.docs_mut().insert(id, doc);
+        let person = n.person;
+        self.persons[person].docs.push(id);
+        let now = self.unix_secs(node);
+        let effects = self.nodes[node]
+            .hub
+            .handle(now, Input::LocalChange { doc: id });
+        self.carry_out(node, effects);
+        id
+    }
+
+    /// Applies changes made elsewhere (a trace's) as `node`'s own local edits, in one
+    /// batch: one durable chunk, one round of sync messages.
+    pub fn apply_local(&mut self, node: NodeId, doc: DocumentId, changes: Vec<automerge::Change>) {
+        if changes.is_empty() {
+            return;
+        }
+        let n = &mut self.nodes[node];
+        let before = n.hub.docs().heads(&doc).unwrap_or_default().to_vec();
+        self.edits += changes.len() as u64;
+        let data = n
+            .hub
+            .docs_mut()
+            .update(&doc, |d| {
+                d.apply_changes(changes).expect("their parents are here");
+                d.save_after(&before)
+            })
+            .expect("held");
+        let due = self.now + self.net.store_delay_ms;
+        n.unflushed.push(Unflushed {
+            due,
+            doc,
+            data,
+            snapshot: false,
+            write: None,
+        });
+        self.schedule(self.net.store_delay_ms, Event::Flush { node });
+        let now = self.unix_secs(node);
+        let effects = self.nodes[node].hub.handle(now, Input::LocalChange { doc });
+        self.carry_out(node, effects);
+        self.after_input(node);
+    }
+
     /// Signs a revocation of the last delegation of `revoked` on the person's behalf, writes
     /// it into the index of `node`'s person (with a device's cutoff when `device` is given),
     /// and applies it there, as `membrane devices revoke` and `membrane revoke` do.

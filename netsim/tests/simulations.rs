@@ -87,3 +87,35 @@ fn a_node_that_ignores_revocations_is_caught_within_the_budget() {
         "the checker missed a node that ignores revocations"
     );
 }
+
+#[test]
+fn concurrent_typing_from_real_traces_converges_to_the_recorded_text() {
+    // The first 3,000 transactions of each trace, twice each, through the sync engine: the
+    // devices must end with exactly the text those transactions make when merged.
+    for seed in 0..4 {
+        let outcome = scenarios::traces::run_prefix(seed, Variant::Correct, 3_000).unwrap();
+        assert!(
+            outcome.ok(),
+            "{}: {:?}",
+            outcome.replay(),
+            outcome.violations
+        );
+        assert!(outcome.edits >= 1_000, "{} edits", outcome.edits);
+    }
+}
+
+/// The whole traces, whose merged text must be the recorded `endContent`. About two
+/// minutes in a release build: `cargo test --release -p membrane-netsim -- --ignored`.
+#[test]
+#[ignore = "minutes long; run in release"]
+fn whole_traces_end_with_the_recorded_content() {
+    for seed in 0..2 {
+        let outcome = run("concurrent-traces", seed, Variant::Correct).unwrap();
+        assert!(
+            outcome.ok(),
+            "{}: {:?}",
+            outcome.replay(),
+            outcome.violations
+        );
+    }
+}
