@@ -164,6 +164,7 @@ pub struct SimNode {
     unflushed: Vec<Unflushed>,
     run: u32,
     held: Vec<Vec<Delegation>>,
+    provenance: BTreeMap<DocumentId, Did>,
     index_heads: Vec<ChangeHash>,
 }
 
@@ -373,6 +374,7 @@ impl Sim {
             unflushed: Vec::new(),
             run: 0,
             held: Vec::new(),
+            provenance: BTreeMap::new(),
             index_heads: Vec::new(),
         });
         self.persons[person].devices.push(id);
@@ -457,6 +459,8 @@ impl Sim {
         g.held.push(chain.clone());
         let refused = g.hub.set_held_grants(now, g.held.clone());
         assert!(refused.is_empty(), "a fresh grant is usable: {refused:?}");
+        g.provenance.insert(doc, self.persons[owner].root.did());
+        g.hub.set_provenance(g.provenance.clone());
         for &device in &self.persons[owner].devices {
             self.nodes[grantee].peers.insert(device);
         }
@@ -671,6 +675,7 @@ impl Sim {
         let now = self.unix_secs(node);
         let n = &mut self.nodes[node];
         let _ = n.hub.set_held_grants(now, n.held.clone());
+        n.hub.set_provenance(n.provenance.clone());
         n.index_heads.clear();
         n.up = true;
         self.hash_event(b"restart", node, &[]);

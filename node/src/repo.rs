@@ -1313,12 +1313,22 @@ impl RepoActor {
         // Revoked devices by revocation CID, and cutoff amendments (see `gate::exceeds`).
         let mut revoked_devices: Vec<(String, Did)> = Vec::new();
         let mut amendments: Vec<(String, String, Cutoff)> = Vec::new();
+        let mut provenance = std::collections::BTreeMap::new();
         // Only registry entries are read, field by field: the registry shares the index
         // document with every document's name, and is read on each change to it.
         for key in index.keys(ROOT) {
             let is_revocation = key.starts_with("revocation:");
             let is_amendment = key.starts_with("revocation-cutoff:");
             if !is_revocation && !is_amendment && !key.starts_with("shared:") {
+                // A document's entry: note whose it is when someone shared it with us.
+                if let Ok(doc) = key.parse::<DocumentId>()
+                    && let Ok(Some((automerge::Value::Object(_), entry))) =
+                        index.get(ROOT, key.as_str())
+                    && let Some(from) = entry_text(index, &entry, "shared_from")
+                    && let Ok(from) = from.parse::<Did>()
+                {
+                    provenance.insert(doc, from);
+                }
                 continue;
             }
             let Ok(Some((automerge::Value::Object(_), entry))) = index.get(ROOT, key.as_str())
@@ -1404,6 +1414,7 @@ impl RepoActor {
         }
         self.revoked = set.iter().map(ToString::to_string).collect();
         self.views = self.views_from_registry(index);
+        self.hub.set_provenance(provenance);
         self.stale_views.extend(self.views.keys().copied());
         let mut effects = self.hub.set_revoked_authors(authors);
         effects.extend(self.hub.set_revocations(set));

@@ -309,6 +309,18 @@ impl RepoActor {
         request: GrantRequest,
     ) -> Result<(IssuedGrant, Vec<Pending>), NodeError> {
         let doc = self.resolve(&request.doc)?;
+        if let Some(owner) = self.shared_from(&doc) {
+            return Err(NodeError::Invalid(format!(
+                "{doc} was shared with you by {owner}; only its owner can grant it"
+            )));
+        }
+        let request = GrantRequest {
+            path: request
+                .path
+                .map(|p| p.trim_end_matches('/').to_owned())
+                .filter(|p| !p.is_empty()),
+            ..request
+        };
         if doc == self.index {
             return Err(NodeError::Invalid(
                 "the index document holds the person's registry and cannot be shared".into(),
@@ -416,6 +428,18 @@ impl RepoActor {
             },
             pending,
         ))
+    }
+
+    /// Who shared `doc` with this person, if someone did.
+    pub(crate) fn shared_from(&self, doc: &membrane_protocol::DocumentId) -> Option<String> {
+        use automerge::ReadDoc as _;
+        let index = self.hub.docs().get(&self.index)?;
+        let Ok(Some((automerge::Value::Object(_), entry))) =
+            index.get(automerge::ROOT, doc.to_string())
+        else {
+            return None;
+        };
+        crate::repo::entry_text(index, &entry, "shared_from")
     }
 
     fn is_own_device(&self, did: &Did) -> bool {
@@ -532,6 +556,17 @@ impl RepoActor {
         if docs.is_empty() {
             return Err(NodeError::Invalid("the grant covers no document".into()));
         }
+        for (doc, _) in &docs {
+            let id: membrane_protocol::DocumentId = doc
+                .parse()
+                .map_err(|_| NodeError::Invalid(format!("the grant names a bad document {doc}")))?;
+            let theirs = self.shared_from(&id).as_deref() == Some(&subject.to_string());
+            if id == self.index || (self.hub.docs().contains(&id) && !theirs) {
+                return Err(NodeError::Invalid(format!(
+                    "the grant names {doc}, which is yours or someone else's, not {subject}'s"
+                )));
+            }
+        }
         let cid = grant.cid().to_string();
         let info = SharedInfo {
             cid: cid.clone(),
@@ -557,22 +592,25 @@ impl RepoActor {
         if let Some(p) = self.ensure_index().await? {
             pending.push(p);
         }
-        // Name the shared document as its owner does, unless it already has a name here.
-        let names: Vec<(String, Json)> = match meta_text(&grant, "name") {
-            Some(name) => info
-                .docs
-                .iter()
-                .filter(|(doc, _)| doc.parse().ok().and_then(|id| self.name_of(&id)).is_none())
-                .map(|(doc, _)| {
-                    let key = format!("/{}", doc.replace('~', "~0").replace('/', "~1"));
-                    (
-                        key,
-                        json!({"name": name, "created": now, "shared_from": info.from}),
-                    )
-                })
-                .collect(),
-            None => Vec::new(),
-        };
+        // Record whose the shared documents are (the hub never lets a grant make one of
+        // ours "theirs"), named as their owner names them.
+        let name = meta_text(&grant, "name");
+        let names: Vec<(String, Json)> = info
+            .docs
+            .iter()
+            .filter(|(doc, _)| {
+                doc.parse()
+                    .ok()
+                    .is_none_or(|id| self.shared_from(&id).is_none())
+            })
+            .map(|(doc, _)| {
+                let key = format!("/{}", doc.replace('~', "~0").replace('/', "~1"));
+                (
+                    key,
+                    json!({"name": name, "created": now, "shared_from": info.from}),
+                )
+            })
+            .collect();
         if let Some(p) = self
             .change(self.index, move |tx| {
                 json::set(tx, &key, &record)?;

@@ -176,6 +176,28 @@ fn outsiders_cannot_revoke() {
         laptop.verify(&Validator::new(NOW), &chain, &chain[..1]),
         Err(RevocationError::WrongChain)
     );
+    // The friend makes up a chain: a delegation of its own, then Sarah's real delegation
+    // to her Pi (which the friend has seen). It issued something "in the chain", but the
+    // chain is not one: the friend's delegation is not to Sarah.
+    let made_up = delegate(&s.friend, &s.stranger, &s.sarah, "/", 7);
+    let forged_chain = vec![made_up, s.to_pi.clone()];
+    let forged = Revocation::sign(&s.friend, s.friend.did(), s.to_pi.cid(), vec![], NOW).unwrap();
+    assert!(matches!(
+        forged.verify(&Validator::new(NOW), &chain, &forged_chain),
+        Err(RevocationError::BrokenChain(_))
+    ));
+    // Nor may a chain carry a delegation whose signature does not hold.
+    let mut tampered = s.to_pi.as_bytes().to_vec();
+    let last = tampered.len() - 1;
+    tampered[last - 3] ^= 1;
+    if let Ok(bad) = Delegation::decode(&tampered) {
+        let sarah_acts = Revocation::sign(&s.sarah, s.sarah.did(), bad.cid(), vec![], NOW).unwrap();
+        assert!(
+            sarah_acts
+                .verify(&Validator::new(NOW), &chain, &[bad])
+                .is_err()
+        );
+    }
     // An ordinary invocation is not a revocation.
     let not_one = read_invocation(&s.friend, &s.sarah, &chain);
     assert!(matches!(

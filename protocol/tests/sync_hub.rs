@@ -384,9 +384,21 @@ fn grant(
     vec![delegation]
 }
 
+/// Holds `chains`, recording (as the node does on `accept`) that their documents are
+/// their issuers' person's.
 fn hold(device: &mut Device, chains: Vec<Vec<Delegation>>) {
+    let mut provenance = std::collections::BTreeMap::new();
+    for chain in &chains {
+        let valid = membrane_protocol::ucan::Validator::new(NOW)
+            .validate_delegation_chain(chain)
+            .unwrap();
+        for (doc, _) in membrane_protocol::sync::share::granted_documents(chain, &valid) {
+            provenance.insert(doc, *valid.subject().unwrap());
+        }
+    }
     let refused = device.hub.set_held_grants(NOW, chains);
     assert!(refused.is_empty(), "{refused:?}");
+    device.hub.set_provenance(provenance);
 }
 
 #[test]
@@ -660,4 +672,28 @@ fn a_chain_that_widens_its_parent_opens_nothing() {
             "{effects:?}"
         );
     }
+}
+
+#[test]
+fn a_grant_naming_one_of_our_own_documents_does_not_make_it_flow_out() {
+    let tom = SecretKey::from_seed([101; 32]);
+    let mallory = SecretKey::from_seed([103; 32]);
+    let mut tom_device = device(&tom, 5);
+    let mut mallory_device = device(&mallory, 7);
+    let diary = doc_id(9);
+    put(&mut tom_device, diary, "secret", "tom's own");
+    // Mallory makes a document with the same id, so her node has something to sync.
+    put(&mut mallory_device, diary, "bait", "mine");
+    // Mallory "grants" Tom write on Tom's own diary (its id is all she needs), hoping
+    // Tom's node then syncs it with her as if it were hers.
+    let bait = grant(&mallory, &tom_device, capability::DOC_WRITE, diary);
+    // Tom's node holds the grant, but knows the diary is his own (no provenance for it).
+    assert!(tom_device.hub.set_held_grants(NOW, vec![bait]).is_empty());
+    let wire = connect(&mut tom_device, &mut mallory_device);
+    assert!(
+        get(&mallory_device, diary, "secret").is_none(),
+        "{:?}",
+        wire.closes
+    );
+    assert!(get(&tom_device, diary, "bait").is_none());
 }

@@ -296,6 +296,9 @@ pub struct SyncHub {
     held: Vec<HeldGrant>,
     /// Our person's revocations, checked, with their CIDs: told to grantees.
     records: Vec<(cid::Cid, RevocationRecord)>,
+    /// Documents we hold because another person shared them, and whose they are. Any other
+    /// document we hold is ours: no held grant can make it "borrowed".
+    provenance: BTreeMap<DocumentId, Did>,
     /// Document messages gathered while handling one input, sent as few frames per session
     /// at its end.
     outbox: BTreeMap<SessionId, Vec<DocMessage>>,
@@ -331,6 +334,7 @@ impl SyncHub {
             revoked_authors: RevokedAuthors::new(),
             held: Vec::new(),
             records: Vec::new(),
+            provenance: BTreeMap::new(),
             outbox: BTreeMap::new(),
         }
     }
@@ -447,6 +451,28 @@ impl SyncHub {
         let decode = |list: &[ByteBuf]| -> Option<Vec<Delegation>> {
             list.iter().map(|b| Delegation::decode(b).ok()).collect()
         };
+        // Only revocations that concern this session are taken: of a delegation we rely on
+        // with this peer or in a grant we hold, or of a device of the peer's person. Anything
+        // else would let a peer fill our registry with its own made-up revocations.
+        let Some(session) = self.sessions.get(&id) else {
+            return;
+        };
+        let mut relied: BTreeSet<cid::Cid> = session.chain.iter().copied().collect();
+        relied.extend(
+            self.held
+                .iter()
+                .flat_map(|h| h.chain.iter().map(Delegation::cid)),
+        );
+        let peer_root = session.shared.as_ref().and_then(|s| s.peer_root);
+        let concerns = |revoked: &[Delegation]| {
+            let Some(last) = revoked.last() else {
+                return false;
+            };
+            let device_of_peer = revoked.first().map(|d| d.payload().issuer) == peer_root
+                && peer_root.is_some()
+                && revoked.iter().all(|d| d.payload().command.as_str() == "/");
+            relied.contains(&last.cid()) || device_of_peer
+        };
         let mut learned = Vec::new();
         for record in records.into_iter().take(MAX_RECORDS) {
             let checked = Invocation::decode(&record.token)
@@ -455,7 +481,7 @@ impl SyncHub {
                 .zip(decode(&record.proofs))
                 .zip(decode(&record.revoked))
                 .filter(|((revocation, proofs), revoked)| {
-                    revocation.verify(&validator, proofs, revoked).is_ok()
+                    concerns(revoked) && revocation.verify(&validator, proofs, revoked).is_ok()
                 })
                 .map(|((revocation, _), _)| revocation.revoked());
             if let Some(cid) = checked
@@ -556,6 +582,14 @@ impl SyncHub {
         levels
             .next()
             .is_some_and(|first| first == Level::Read && levels.all(|l| l == Level::Read))
+    }
+
+    /// Records which of the documents we hold were shared with us, and by whom. A held
+    /// grant covers a document only if we do not hold it, or hold it from that same person:
+    /// a grant naming one of our own documents (say, our index, whose id anyone can
+    /// derive) must not make it flow to the grant's issuer.
+    pub fn set_provenance(&mut self, shared_from: BTreeMap<DocumentId, Did>) {
+        self.provenance = shared_from;
     }
 
     /// Closes shared sessions whose grants have expired by `now` (the node calls this
@@ -819,6 +853,15 @@ impl SyncHub {
             let their_root = valid.subject();
             for held in self.held.iter().filter(|h| Some(&h.subject) == their_root) {
                 for (doc, level) in &held.documents {
+                    let theirs =
+                        !self.docs.contains(doc) || self.provenance.get(doc) == Some(&held.subject);
+                    if !theirs {
+                        effects.push(Effect::GrantRefused {
+                            peer: *peer,
+                            reason: format!("a grant we hold names {doc}, which is not theirs"),
+                        });
+                        continue;
+                    }
                     let slot = scope.borrowed.entry(*doc).or_insert(*level);
                     *slot = (*slot).max(*level);
                 }
@@ -827,6 +870,7 @@ impl SyncHub {
                 relied_on.extend_from_slice(valid.proofs());
             }
         }
+        scope.peer_root = authority.as_ref().ok().and_then(|v| v.subject().copied());
         if scope.is_empty() {
             let why = first_reason
                 .or(authority.err())
@@ -1081,6 +1125,15 @@ impl SyncHub {
             .shared
             .as_ref()
             .and_then(|scope| scope.lent.get(&doc_id).cloned());
+        if lent.is_some() && !self.docs.contains(&doc_id) {
+            // Lent but gone (or a view not built yet): a grantee never creates our documents.
+            effects.push(Effect::Dropped {
+                peer: session.peer,
+                doc: doc_id,
+                reason: "not held here".into(),
+            });
+            return Ok(());
+        }
         let before = self.docs.heads(&doc_id).map(<[ChangeHash]>::to_vec);
         let brought: u64;
         match item {

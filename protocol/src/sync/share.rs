@@ -46,6 +46,8 @@ pub struct Scope {
     pub borrowed: BTreeMap<DocumentId, Level>,
     /// The earliest expiry among the grants the peer presented.
     pub valid_until: Option<UnixTime>,
+    /// The peer's person (its root), when the peer proved its own device authority.
+    pub peer_root: Option<Did>,
 }
 
 impl Scope {

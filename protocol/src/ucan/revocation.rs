@@ -44,6 +44,10 @@ pub enum RevocationError {
     /// The chain given for the revoked delegation does not end with it.
     #[error("the chain given does not end with the revoked delegation")]
     WrongChain,
+    /// The chain given for the revoked delegation is not a real chain: a signature fails,
+    /// or a delegation's audience is not the next one's issuer.
+    #[error("the chain given for the revoked delegation is broken: {0}")]
+    BrokenChain(String),
 }
 
 /// A parsed revocation.
@@ -117,6 +121,22 @@ impl Revocation {
     ) -> Result<(), RevocationError> {
         if revoked_chain.last().map(Delegation::cid) != Some(self.revoked) {
             return Err(RevocationError::WrongChain);
+        }
+        // The chain must be real, or anyone could list themselves in a made-up chain
+        // that ends with someone else's delegation. Its times do not matter: an expired
+        // delegation may still be revoked.
+        for (i, delegation) in revoked_chain.iter().enumerate() {
+            delegation
+                .verify_signature()
+                .map_err(|e| RevocationError::BrokenChain(format!("delegation {i}: {e}")))?;
+            if let Some(next) = revoked_chain.get(i + 1)
+                && delegation.payload().audience != next.payload().issuer
+            {
+                return Err(RevocationError::BrokenChain(format!(
+                    "delegation {i} is not to the issuer of delegation {}",
+                    i + 1
+                )));
+            }
         }
         validator.validate_invocation(&self.invocation, proofs)?;
         let revoker = self.invocation.payload().subject;
