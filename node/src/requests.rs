@@ -44,6 +44,8 @@ const MAX_FIELD: usize = 2_048;
 const ASK_TIMEOUT: Duration = Duration::from_secs(20);
 /// Expiry of a grant approved from a request that named none: 30 days.
 const DEFAULT_EXPIRY: u64 = 30 * 86_400;
+/// The longest expiry a request can obtain unless the person sets one: a year.
+const MAX_REQUESTED_EXPIRY: u64 = 365 * 86_400;
 
 /// What a requester sends.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -323,7 +325,13 @@ impl RepoActor {
                 to,
                 doc: request.doc.clone(),
                 can,
-                expires_in: expires_in.or(request.expires_in).or(Some(DEFAULT_EXPIRY)),
+                // The requester only proposes; without the person's own choice, a grant
+                // from a request lasts at most a year.
+                expires_in: expires_in
+                    .or(request
+                        .expires_in
+                        .map(|asked| asked.min(MAX_REQUESTED_EXPIRY)))
+                    .or(Some(DEFAULT_EXPIRY)),
                 terms: request.terms.clone(),
                 note: request.note.clone(),
                 delegable: false,

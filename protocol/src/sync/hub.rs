@@ -648,7 +648,9 @@ impl SyncHub {
 
     /// Handles one input at time `now`.
     pub fn handle(&mut self, now: UnixTime, input: Input) -> Vec<Effect> {
-        let mut effects = Vec::new();
+        // A grant ends at its expiry, not at the node's next periodic check: sessions that
+        // rely on an expired grant close before anything else is handled.
+        let mut effects = self.expire(now);
         match input {
             Input::Opened {
                 session,
