@@ -30,7 +30,7 @@ use membrane_protocol::{
     Did, DocumentId, SecretKey, capability,
     sync::{
         DocSet, Effect, HubConfig, Input, Role, SessionId, SyncHub,
-        gate::{Cutoff, RevokedAuthors, cutoff_of, exceeds},
+        gate::{Cutoff, RevokedAuthors, cutoff_from_json, cutoff_of, cutoff_to_json, exceeds},
         wire::{DocMessage, Frame, RevocationRecord},
     },
     ucan::{
@@ -1321,39 +1321,4 @@ fn new_hub(key: &SecretKey, root: Did, authority: &[Delegation], docs: DocSet) -
         },
         docs,
     )
-}
-
-fn cutoff_to_json(cutoff: &Cutoff) -> serde_json::Value {
-    cutoff
-        .iter()
-        .map(|(doc, actors)| {
-            let actors: serde_json::Map<String, serde_json::Value> = actors
-                .iter()
-                .map(|(a, s)| (a.to_hex_string(), serde_json::json!(s)))
-                .collect();
-            (doc.to_string(), serde_json::Value::Object(actors))
-        })
-        .collect::<serde_json::Map<_, _>>()
-        .into()
-}
-
-fn cutoff_from_json(value: &serde_json::Value) -> Cutoff {
-    let mut cutoff = Cutoff::new();
-    for (doc, actors) in value.as_object().into_iter().flatten() {
-        let Ok(doc) = doc.parse() else { continue };
-        let actors = actors
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter_map(|(a, s)| {
-                let bytes: Vec<u8> = (0..a.len())
-                    .step_by(2)
-                    .map(|i| u8::from_str_radix(a.get(i..i + 2)?, 16).ok())
-                    .collect::<Option<_>>()?;
-                Some((ActorId::from(bytes), s.as_u64()?))
-            })
-            .collect();
-        cutoff.insert(doc, actors);
-    }
-    cutoff
 }

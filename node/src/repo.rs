@@ -13,7 +13,7 @@ use membrane_protocol::{
     Did, DocumentId,
     sync::{
         AccessKind, CloseReason, Effect, Input, SessionId, SyncHub,
-        gate::{Cutoff, RevokedAuthors, cutoff_of, exceeds},
+        gate::{Cutoff, RevokedAuthors, actor_from_hex, cutoff_of, cutoff_to_json, exceeds},
     },
 };
 use serde::Serialize;
@@ -1600,21 +1600,6 @@ fn entry_tokens(
         .collect()
 }
 
-/// A cutoff as stored in a revocation record: `{document id: {actor hex: seq}}`.
-fn cutoff_to_json(cutoff: &Cutoff) -> Json {
-    cutoff
-        .iter()
-        .map(|(doc, actors)| {
-            let actors: serde_json::Map<String, Json> = actors
-                .iter()
-                .map(|(actor, seq)| (actor.to_hex_string(), json!(seq)))
-                .collect();
-            (doc.to_string(), Json::Object(actors))
-        })
-        .collect::<serde_json::Map<_, _>>()
-        .into()
-}
-
 /// Reads the cutoff of a revocation record (the `cutoff` field of `entry` in the index),
 /// skipping parts that do not parse.
 fn read_cutoff(index: &Automerge, entry: &automerge::ObjId) -> Cutoff {
@@ -1639,22 +1624,12 @@ fn read_cutoff(index: &Automerge, entry: &automerge::ObjId) -> Cutoff {
                     },
                     Value::Object(_) => return None,
                 };
-                Some((ActorId::from(hex_decode(&actor)?), seq))
+                Some((actor_from_hex(&actor)?, seq))
             })
             .collect();
         cutoff.insert(id, actors);
     }
     cutoff
-}
-
-fn hex_decode(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// The name recorded for a document key in the index document.

@@ -78,6 +78,50 @@ pub fn exceeds(view: &Cutoff, cutoff: Option<&Cutoff>) -> bool {
     })
 }
 
+/// A cutoff as JSON, the form kept in the person's registry:
+/// `{"<document id>": {"<actor hex>": seq}}`.
+pub fn cutoff_to_json(cutoff: &Cutoff) -> serde_json::Value {
+    cutoff
+        .iter()
+        .map(|(doc, actors)| {
+            let actors: serde_json::Map<String, serde_json::Value> = actors
+                .iter()
+                .map(|(actor, seq)| (actor.to_hex_string(), serde_json::json!(seq)))
+                .collect();
+            (doc.to_string(), serde_json::Value::Object(actors))
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// Reads [`cutoff_to_json`]'s form, skipping parts that do not parse.
+pub fn cutoff_from_json(value: &serde_json::Value) -> Cutoff {
+    let mut cutoff = Cutoff::new();
+    for (doc, actors) in value.as_object().into_iter().flatten() {
+        let Ok(doc) = doc.parse() else { continue };
+        let actors = actors
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(actor, seq)| Some((actor_from_hex(actor)?, seq.as_u64()?)))
+            .collect();
+        cutoff.insert(doc, actors);
+    }
+    cutoff
+}
+
+/// An actor id from its hex form.
+pub fn actor_from_hex(text: &str) -> Option<ActorId> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes: Vec<u8> = (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect::<Option<_>>()?;
+    Some(ActorId::from(bytes))
+}
+
 /// The devices whose later changes are refused, with their cutoffs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RevokedAuthors {
@@ -350,6 +394,9 @@ mod tests {
             Cutoff::from([(doc_id, BTreeMap::from([(actor.clone(), 2)]))]),
         );
         assert!(revoked.judge(&doc_id, &actor, 2).is_none());
+        let stored = Cutoff::from([(doc_id, BTreeMap::from([(actor.clone(), 2)]))]);
+        assert_eq!(cutoff_from_json(&cutoff_to_json(&stored)), stored);
+        assert_eq!(actor_from_hex("abc"), None);
         assert!(revoked.judge(&doc_id, &actor, 3).is_some());
         // Another document of the same device: nothing was vouched for there.
         let other = DocumentId::from_bytes([8; 16]);
