@@ -12,6 +12,7 @@
 //! sender knows is revoked; no acknowledged write is lost across crashes.
 #![deny(missing_docs, unreachable_pub)]
 
+pub mod real;
 pub mod report;
 pub mod rng;
 pub mod scenario;

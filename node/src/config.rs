@@ -31,6 +31,11 @@ pub struct Config {
     pub compact_after_chunks: u64,
     /// How often this device asks after the access requests it filed with others.
     pub request_poll: Duration,
+    /// The addresses this device gives others (pairing invitations, grant codes, identify)
+    /// instead of its listen addresses: say, a router's forwarded port in front of a home
+    /// node, or nothing at all on a network where the device should not reveal where it
+    /// listens. `None`: the listen addresses.
+    pub announce: Option<Vec<Multiaddr>>,
 }
 
 impl Config {
@@ -52,6 +57,7 @@ impl Config {
             redial_interval: Duration::from_secs(3),
             compact_after_chunks: 4096,
             request_poll: Duration::from_secs(30),
+            announce: None,
         }
     }
 

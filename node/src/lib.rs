@@ -26,7 +26,7 @@ mod views;
 
 pub use config::Config;
 pub use identity::{DataDir, DeviceIdentity, IdentityError, LinkBundle};
-pub use libp2p::Multiaddr;
+pub use libp2p::{Multiaddr, multiaddr};
 pub use net::{NetError, Traffic};
 pub use node::{Node, NodeHandle, QueuedEdit, StartError};
 pub use repo::NodeError;

@@ -184,6 +184,7 @@ impl NetActor {
         let build = |e: &dyn std::fmt::Display| NetError::Build(e.to_string());
         let mdns_on = config.mdns;
         let max = config.max_connections;
+        let announce = config.announce.clone();
         let mut swarm = SwarmBuilder::with_existing_identity(key.to_libp2p_keypair())
             .with_tokio()
             .with_tcp(
@@ -207,10 +208,12 @@ impl NetActor {
                 };
                 Ok(Behaviour {
                     limits: connection_limits::Behaviour::new(limits),
-                    identify: identify::Behaviour::new(identify::Config::new(
-                        "/membrane/0.1.0".into(),
-                        key.public(),
-                    )),
+                    identify: identify::Behaviour::new(
+                        identify::Config::new("/membrane/0.1.0".into(), key.public())
+                            // With announced addresses, peers learn only those (they are
+                            // the swarm's external addresses below).
+                            .with_hide_listen_addrs(announce.is_some()),
+                    ),
                     ping: ping::Behaviour::default(),
                     mdns: Toggle::from(mdns),
                     stream: libp2p_stream::Behaviour::new(),
@@ -226,6 +229,9 @@ impl NetActor {
                     addr: addr.clone(),
                     detail: e.to_string(),
                 })?;
+        }
+        for addr in config.announce.iter().flatten() {
+            swarm.add_external_address(addr.clone());
         }
         let control = swarm.behaviour().stream.new_control();
         let (internal_tx, internal) = mpsc::channel(256);

@@ -86,6 +86,8 @@ pub struct NodeHandle {
     pairing: Pairing,
     identity: Arc<DeviceIdentity>,
     running: Arc<Mutex<Option<Running>>>,
+    /// What to give others instead of the listen addresses ([`Config::announce`]).
+    announce: Option<Vec<Multiaddr>>,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -195,10 +197,12 @@ impl Node {
             clock_floor: loaded_clock_floor,
             clock_floor_stored: loaded_clock_floor,
             revoked: Default::default(),
+            revoked_devices: Default::default(),
             requests: crate::requests::RequestQueue::load(loaded_requests),
             views: Default::default(),
             stale_views: Default::default(),
             listen_tx,
+            announce: config.announce.clone(),
             traffic: traffic.clone(),
         };
         let request_control = net.control();
@@ -225,6 +229,7 @@ impl Node {
             pairing,
             identity: Arc::new(identity.clone()),
             running: Arc::new(Mutex::new(None)),
+            announce: config.announce.clone(),
         };
         // Strangers may file access requests; this device asks after the ones it filed.
         let serving = crate::requests::serve(request_control, handle.clone());
@@ -348,7 +353,10 @@ impl NodeHandle {
         ttl_secs: u64,
         name: Option<String>,
     ) -> Result<(PairingTicket, mpsc::Receiver<InviteEvent>), NodeError> {
-        let addrs = self.listen_addrs(1).await;
+        let addrs = match &self.announce {
+            Some(announced) => announced.clone(),
+            None => self.listen_addrs(1).await,
+        };
         let secret = crate::random::bytes::<16>().map_err(|e| NodeError::Invalid(e.to_string()))?;
         let ticket = PairingTicket {
             inviter: self.device,

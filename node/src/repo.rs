@@ -177,6 +177,8 @@ pub struct DeviceEntry {
     pub online: bool,
     /// Last session with this node (Unix seconds), if any.
     pub last_seen: Option<u64>,
+    /// Revoked (a verified revocation is in the registry): every device refuses it.
+    pub revoked: bool,
 }
 
 /// A document's sync state.
@@ -306,6 +308,8 @@ pub(crate) struct RepoActor {
     pub(crate) sessions: HashMap<SessionId, Did>,
     pub(crate) quarantined: Vec<(DocumentId, String)>,
     pub(crate) listen_tx: watch::Sender<Vec<Multiaddr>>,
+    /// What to give others instead of `listen` (`Config::announce`).
+    pub(crate) announce: Option<Vec<Multiaddr>>,
     pub(crate) traffic: std::sync::Arc<crate::net::Traffic>,
     pub(crate) identity: std::sync::Arc<crate::identity::DeviceIdentity>,
     /// The registry changed: recompute the revocation set before the next input.
@@ -322,6 +326,8 @@ pub(crate) struct RepoActor {
     pub(crate) clock_floor_stored: u64,
     /// The revoked delegations' CIDs, as text.
     pub(crate) revoked: std::collections::BTreeSet<String>,
+    /// The devices whose verified revocations are in the registry.
+    pub(crate) revoked_devices: std::collections::BTreeSet<Did>,
     /// Access requests from outside the person.
     pub(crate) requests: crate::requests::RequestQueue,
     /// Source documents → the views served for path-limited grants on them.
@@ -1413,6 +1419,7 @@ impl RepoActor {
             }
         }
         self.revoked = set.iter().map(ToString::to_string).collect();
+        self.revoked_devices = revoked_devices.iter().map(|(_, d)| *d).collect();
         self.views = self.views_from_registry(index);
         self.hub.set_provenance(provenance);
         self.stale_views.extend(self.views.keys().copied());
@@ -1470,6 +1477,7 @@ impl RepoActor {
                     .iter()
                     .find(|(d, _)| d == did)
                     .map(|(_, r)| r.last_seen),
+                revoked: self.revoked_devices.iter().any(|d| d.to_string() == did),
             });
         }
         out

@@ -405,7 +405,7 @@ impl RepoActor {
         }
         let code = GrantCode {
             chain,
-            addrs: self.listen.clone(),
+            addrs: self.announce.clone().unwrap_or_else(|| self.listen.clone()),
         }
         .to_text();
         let view = request

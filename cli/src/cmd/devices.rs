@@ -40,7 +40,9 @@ pub(crate) fn run(args: Args, data_dir: Option<PathBuf>, out: &mut Output) -> an
     out.result("devices", &devices, |w| {
         for device in devices.as_array().into_iter().flatten() {
             let name = device["name"].as_str().unwrap_or("-");
-            let state = if device["this_device"] == true {
+            let state = if device["revoked"] == true {
+                "revoked".to_owned()
+            } else if device["this_device"] == true {
                 "this device".to_owned()
             } else if device["online"] == true {
                 "online".to_owned()
