@@ -6,7 +6,7 @@ use membrane_protocol::{
     SecretKey,
     ucan::{
         Command, Delegation, DelegationBuilder, Invocation, InvocationBuilder, Ipld, Revocation,
-        RevocationError, RevocationSet, ValidationError, Validator,
+        RevocationError, RevocationSet, ValidationError, Validator, VerifiedSignatures,
     },
 };
 
@@ -222,4 +222,58 @@ fn revocation_sets_merge_by_union_in_any_order() {
     assert_eq!(ab, ba);
     assert_eq!(ab.len(), 3);
     assert!(cids.iter().all(|cid| ab.contains(cid)));
+}
+
+#[test]
+fn a_chain_whose_signatures_verified_before_is_still_refused_once_revoked_or_expired() {
+    let s = story();
+    let chain = vec![s.to_laptop.clone(), s.to_friend.clone()];
+    let cache = VerifiedSignatures::default();
+    let cached = Validator::new(NOW).with_verified_signatures(&cache);
+    cached.validate_delegation_chain(&chain).unwrap();
+    cached.validate_delegation_chain(&chain).unwrap();
+
+    // The signatures are remembered; revocation and time are judged every time.
+    let revocation =
+        Revocation::sign(&s.laptop, s.sarah.did(), s.to_friend.cid(), vec![], NOW).unwrap();
+    let mut revoked = RevocationSet::new();
+    revoked.insert(revocation.revoked());
+    assert!(matches!(
+        cached
+            .with_revocations(&revoked)
+            .validate_delegation_chain(&chain),
+        Err(ValidationError::Revoked(_))
+    ));
+    let expiring = DelegationBuilder::new(
+        s.laptop.did(),
+        s.friend.did(),
+        "/membrane/doc/read".parse::<Command>().unwrap(),
+    )
+    .subject(s.sarah.did())
+    .nonce(vec![7; 12])
+    .expiration(Some(NOW + 10))
+    .sign(&s.laptop)
+    .unwrap();
+    let chain = vec![s.to_laptop.clone(), expiring];
+    cached.validate_delegation_chain(&chain).unwrap();
+    assert!(matches!(
+        Validator::new(NOW + 11)
+            .with_verified_signatures(&cache)
+            .validate_delegation_chain(&chain),
+        Err(ValidationError::Expired { .. })
+    ));
+
+    // A delegation whose signature fails is never remembered as good.
+    let mut forged = s.to_friend.as_bytes().to_vec();
+    let last = forged.len() - 5;
+    forged[last] ^= 1;
+    if let Ok(forged) = Delegation::decode(&forged) {
+        for _ in 0..2 {
+            assert!(
+                cached
+                    .validate_delegation_chain(&[s.to_laptop.clone(), forged.clone()])
+                    .is_err()
+            );
+        }
+    }
 }

@@ -33,7 +33,9 @@ pub use invocation::{Invocation, InvocationBuilder, InvocationPayload};
 pub use ipld_core::ipld::Ipld;
 pub use policy::{Policy, PolicyError};
 pub use revocation::{REVOKE_COMMAND, Revocation, RevocationError, RevocationSet};
-pub use validate::{ProofStore, ValidChain, ValidationError, Validator, find_chain};
+pub use validate::{
+    ProofStore, ValidChain, ValidationError, Validator, VerifiedSignatures, find_chain,
+};
 
 /// Seconds since the Unix epoch. Always passed in: nothing here reads a clock.
 pub type UnixTime = u64;

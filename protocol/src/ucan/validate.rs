@@ -180,6 +180,46 @@ impl ValidChain {
     }
 }
 
+/// Delegations whose signatures have verified, by CID, so a chain seen before costs no
+/// signature work. A CID is the hash of the signed envelope bytes, so it names exactly the
+/// bytes that verified; time, revocation, links and policy are still checked every time.
+/// Bounded: when full, it forgets everything and starts again.
+#[derive(Debug)]
+pub struct VerifiedSignatures {
+    seen: std::sync::Mutex<std::collections::HashSet<Cid>>,
+    capacity: usize,
+}
+
+impl VerifiedSignatures {
+    /// A cache holding at most `capacity` CIDs.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            seen: std::sync::Mutex::new(std::collections::HashSet::new()),
+            capacity,
+        }
+    }
+
+    fn contains(&self, cid: &Cid) -> bool {
+        self.seen.lock().is_ok_and(|seen| seen.contains(cid))
+    }
+
+    fn insert(&self, cid: Cid) {
+        if let Ok(mut seen) = self.seen.lock() {
+            if seen.len() >= self.capacity {
+                seen.clear();
+            }
+            seen.insert(cid);
+        }
+    }
+}
+
+impl Default for VerifiedSignatures {
+    /// Room for the chains of a few thousand peers.
+    fn default() -> Self {
+        Self::new(16_384)
+    }
+}
+
 /// Validates chains at a fixed time, optionally against a revocation set.
 #[derive(Debug, Clone, Copy)]
 pub struct Validator<'a> {
@@ -188,6 +228,7 @@ pub struct Validator<'a> {
     /// Whether `exp` is judged without the skew allowance.
     strict_expiry: bool,
     revocations: Option<&'a RevocationSet>,
+    verified: Option<&'a VerifiedSignatures>,
 }
 
 impl<'a> Validator<'a> {
@@ -198,7 +239,15 @@ impl<'a> Validator<'a> {
             clock_skew: 0,
             strict_expiry: false,
             revocations: None,
+            verified: None,
         }
+    }
+
+    /// Skips the signature check of delegations `cache` has seen verify, and records those
+    /// that verify now.
+    pub fn with_verified_signatures(mut self, cache: &'a VerifiedSignatures) -> Self {
+        self.verified = Some(cache);
+        self
     }
 
     /// Tolerates clocks this many seconds apart (the spec recommends at most 60).
@@ -248,9 +297,15 @@ impl<'a> Validator<'a> {
 
     fn check_proof(&self, proof: &Delegation) -> Result<(), ValidationError> {
         let payload = proof.payload();
-        proof
-            .verify_signature()
-            .map_err(|_| ValidationError::InvalidSignature(proof.cid()))?;
+        let cid = proof.cid();
+        if !self.verified.is_some_and(|cache| cache.contains(&cid)) {
+            proof
+                .verify_signature()
+                .map_err(|_| ValidationError::InvalidSignature(cid))?;
+            if let Some(cache) = self.verified {
+                cache.insert(cid);
+            }
+        }
         self.check_time(proof.cid(), payload.expiration, payload.not_before)?;
         if self
             .revocations
