@@ -1,0 +1,120 @@
+//! S8: durable writes. A single change acknowledged only once on disk, one at a time:
+//! through the node, in raw redb (one write transaction per record, immediate durability)
+//! and in SQLite (WAL, `synchronous=FULL`, one transaction per record). Then the node's
+//! group commit: many changes queued at once, each acknowledged when durable.
+
+use std::time::Instant;
+
+use anyhow::Context as _;
+use automerge::{ROOT, transaction::Transactable as _};
+use serde_json::json;
+
+use crate::{
+    report::{emit, ms_since, quantile},
+    trace::fresh_node,
+};
+
+/// The record each system stores: about the size of one small Automerge change.
+fn record(i: usize) -> Vec<u8> {
+    let mut bytes = format!("change {i}: ").into_bytes();
+    bytes.resize(120, b'x');
+    bytes
+}
+
+fn emit_rate(system: &str, case: &str, ms: f64, count: usize) {
+    emit("S8", system, case, ms, json!({"count": count, "per_s": count as f64 / (ms / 1e3)}));
+}
+
+pub(crate) async fn node_single(count: usize) -> anyhow::Result<()> {
+    let base = tempfile::tempdir()?;
+    let node = fresh_node(base.path(), "node").await?;
+    let doc = node.create_doc(None, None).await?;
+    let start = Instant::now();
+    for i in 0..count {
+        node.edit(
+            doc,
+            Box::new(move |tx| tx.put(ROOT, "n", i as i64).map_err(|e| e.to_string())),
+        )
+        .await?;
+    }
+    let ms = ms_since(start);
+    node.shutdown().await;
+    emit_rate("membrane", "single-commits", ms, count);
+    Ok(())
+}
+
+pub(crate) async fn node_group(count: usize) -> anyhow::Result<()> {
+    let base = tempfile::tempdir()?;
+    let node = fresh_node(base.path(), "node").await?;
+    let doc = node.create_doc(None, None).await?;
+    let start = Instant::now();
+    let mut waiting = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let queued_at = Instant::now();
+        let queued = node
+            .edit_queued(
+                doc,
+                Box::new(move |tx| tx.put(ROOT, "n", i as i64).map_err(|e| e.to_string())),
+            )
+            .await?;
+        waiting.spawn(async move {
+            queued.durable().await?;
+            anyhow::Ok(ms_since(queued_at))
+        });
+    }
+    let mut latencies = Vec::with_capacity(count);
+    while let Some(latency) = waiting.join_next().await {
+        latencies.push(latency??);
+    }
+    let ms = ms_since(start);
+    node.shutdown().await;
+    latencies.sort_by(f64::total_cmp);
+    emit(
+        "S8",
+        "membrane",
+        "group-commit",
+        ms,
+        json!({
+            "count": count,
+            "per_s": count as f64 / (ms / 1e3),
+            "ack_p50_ms": quantile(&latencies, 0.5),
+            "ack_p99_ms": quantile(&latencies, 0.99),
+        }),
+    );
+    Ok(())
+}
+
+pub(crate) fn redb_single(count: usize) -> anyhow::Result<()> {
+    const TABLE: redb::TableDefinition<'_, u64, &[u8]> = redb::TableDefinition::new("records");
+    let base = tempfile::tempdir()?;
+    let db = redb::Database::create(base.path().join("raw.redb"))?;
+    let start = Instant::now();
+    for i in 0..count {
+        let tx = db.begin_write()?;
+        {
+            let mut table = tx.open_table(TABLE)?;
+            table.insert(i as u64, record(i).as_slice())?;
+        }
+        tx.commit()?;
+    }
+    emit_rate("redb", "single-commits", ms_since(start), count);
+    Ok(())
+}
+
+pub(crate) fn sqlite_single(count: usize) -> anyhow::Result<()> {
+    let base = tempfile::tempdir()?;
+    let db = rusqlite::Connection::open(base.path().join("raw.sqlite"))?;
+    let mode: String = db.query_row("PRAGMA journal_mode=WAL", [], |row| row.get(0))?;
+    anyhow::ensure!(mode == "wal", "SQLite refused WAL mode ({mode})");
+    db.execute_batch("PRAGMA synchronous=FULL; CREATE TABLE records (id INTEGER PRIMARY KEY, bytes BLOB NOT NULL);")
+        .context("SQLite setup")?;
+    let start = Instant::now();
+    for i in 0..count {
+        db.execute(
+            "INSERT INTO records (id, bytes) VALUES (?1, ?2)",
+            rusqlite::params![i as i64, record(i)],
+        )?;
+    }
+    emit_rate("sqlite-wal", "single-commits", ms_since(start), count);
+    Ok(())
+}
