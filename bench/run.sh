@@ -67,7 +67,13 @@ membrane_side() {
         run "S1 automerge-rs" "$BENCH" $QUICK s1 --system automerge-rs --trace "$TRACE" ;;
     S3) run "S3 membrane" "$BENCH" $QUICK s3 --trace "$TRACE" ;;
     S4|S10) run "S4+S10 membrane" "$BENCH" $QUICK s4 ;;
-    S5) log "S5 membrane: not built yet (see bench/README.md)" ;;
+    S5) if [ -n "$QUICK" ]; then
+          run "S5 membrane" "$BENCH" --quick s5 --membrane "$MEMBRANE"
+        else
+          for writers in 4 8 16; do
+            run "S5 membrane $writers writers" "$BENCH" s5 --membrane "$MEMBRANE" --writers "$writers" --seconds 60
+          done
+        fi ;;
     S7) run "S7 ucan, ed25519, biscuit" "$BENCH" $QUICK s7 ;;
     S8) for system in membrane redb sqlite membrane-group; do
           run "S8 $system" "$BENCH" $QUICK s8 --system "$system"

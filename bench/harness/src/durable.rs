@@ -22,7 +22,13 @@ fn record(i: usize) -> Vec<u8> {
 }
 
 fn emit_rate(system: &str, case: &str, ms: f64, count: usize) {
-    emit("S8", system, case, ms, json!({"count": count, "per_s": count as f64 / (ms / 1e3)}));
+    emit(
+        "S8",
+        system,
+        case,
+        ms,
+        json!({"count": count, "per_s": count as f64 / (ms / 1e3)}),
+    );
 }
 
 pub(crate) async fn node_single(count: usize) -> anyhow::Result<()> {

@@ -9,13 +9,19 @@ use std::{
 };
 
 use anyhow::Context as _;
-use membrane_node::{DataDir, DeviceIdentity, Node, pairing::{InviteEvent, join}};
+use membrane_node::{
+    DataDir, DeviceIdentity, Node,
+    pairing::{InviteEvent, join},
+};
 use serde_json::{Value, json};
 
-use crate::{report::emit, trace::{fresh_node, quiet_config}};
+use crate::{
+    report::emit,
+    trace::{fresh_node, quiet_config},
+};
 
 /// Kills the child when dropped, so a failed run leaves no process behind.
-struct Reaped(std::process::Child);
+pub(crate) struct Reaped(pub(crate) std::process::Child);
 
 impl Drop for Reaped {
     fn drop(&mut self) {
@@ -41,31 +47,43 @@ fn stripped_size(binary: &Path) -> anyhow::Result<u64> {
     Ok(std::fs::metadata(copy.path())?.len())
 }
 
-pub(crate) async fn idle(membrane: &Path, docs: usize, idle_s: u64) -> anyhow::Result<()> {
-    let base = tempfile::tempdir()?;
-    // The home node's data: documents and three paired devices, made in-process.
-    let home = fresh_node(base.path(), "home").await?;
+/// A home node, in-process (the caller stops it), holding `docs`
+/// documents, and `devices` devices paired with it (their data dirs, not started).
+pub(crate) async fn home_with_devices(
+    base: &Path,
+    docs: usize,
+    devices: usize,
+) -> anyhow::Result<(membrane_node::NodeHandle, Vec<DataDir>)> {
+    let home = fresh_node(base, "home").await?;
     for i in 0..docs {
         home.create_doc(None, Some(json!({"title": format!("note {i}"), "n": i})))
             .await?;
     }
-    let mut devices = Vec::new();
-    for n in 0..3 {
+    let mut dirs = Vec::new();
+    for n in 0..devices {
         let name = format!("device-{n}");
         let (ticket, mut events) = home.invite(600, Some(name.clone())).await?;
-        let dir = DataDir::new(base.path().join(&name));
+        let dir = DataDir::new(base.join(&name));
         DeviceIdentity::init_joining(&dir)?;
         join(&dir, &ticket, None).await?;
-        anyhow::ensure!(matches!(events.recv().await, Some(InviteEvent::Joined { .. })));
-        devices.push(dir);
+        anyhow::ensure!(matches!(
+            events.recv().await,
+            Some(InviteEvent::Joined { .. })
+        ));
+        dirs.push(dir);
     }
-    home.shutdown().await;
+    Ok((home, dirs))
+}
 
-    // The home node as a real process.
+/// Starts `membrane run` over `dir` on loopback; returns the process and its address.
+pub(crate) fn spawn_membrane(
+    membrane: &Path,
+    dir: &Path,
+) -> anyhow::Result<(Reaped, membrane_node::Multiaddr)> {
     let mut child = Command::new(membrane)
         .arg("--json")
         .arg("--data-dir")
-        .arg(base.path().join("home"))
+        .arg(dir)
         .args(["run", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -76,12 +94,24 @@ pub(crate) async fn idle(membrane: &Path, docs: usize, idle_s: u64) -> anyhow::R
     let mut lines = BufReader::new(stdout).lines();
     let listen = loop {
         let line = lines.next().context("membrane run exited")??;
-        let Ok(value) = serde_json::from_str::<Value>(&line) else { continue };
+        let Ok(value) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
         if value["type"] == "running" {
-            break value["data"]["listen"][0].as_str().context("no listen address")?.to_owned();
+            break value["data"]["listen"][0]
+                .as_str()
+                .context("no listen address")?
+                .to_owned();
         }
     };
-    let peer: membrane_node::Multiaddr = listen.parse()?;
+    Ok((child, listen.parse()?))
+}
+
+pub(crate) async fn idle(membrane: &Path, docs: usize, idle_s: u64) -> anyhow::Result<()> {
+    let base = tempfile::tempdir()?;
+    let (home, devices) = home_with_devices(base.path(), docs, 3).await?;
+    home.shutdown().await;
+    let (child, peer) = spawn_membrane(membrane, &base.path().join("home"))?;
 
     let mut peers = Vec::new();
     for dir in &devices {

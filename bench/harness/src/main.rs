@@ -8,6 +8,7 @@ mod sync;
 mod table;
 mod tokens;
 mod trace;
+mod typing;
 
 use std::path::PathBuf;
 
@@ -50,6 +51,22 @@ enum Scenario {
         /// How many change while one node is away.
         #[arg(long, default_value_t = 100)]
         changed: usize,
+    },
+    /// S5: live typing by several of the person's devices through a home node (a real
+    /// `membrane run` process).
+    S5 {
+        /// The `membrane` binary to run as the home node.
+        #[arg(long)]
+        membrane: PathBuf,
+        /// Typists.
+        #[arg(long, default_value_t = 4)]
+        writers: usize,
+        /// How long they type.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Characters per second each.
+        #[arg(long, default_value_t = 6)]
+        rate: u64,
     },
     /// S7: verify a depth-3 delegation chain: `ucan` (cold and with verified proofs),
     /// `ed25519` (three signatures, one by one and batched), `biscuit` (three blocks).
@@ -118,8 +135,25 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(sync::first_sync(&trace))?;
         }
         Scenario::S4 { docs, changed } => {
-            let (docs, changed) = if cli.quick { (300, 10) } else { (docs, changed) };
+            let (docs, changed) = if cli.quick {
+                (300, 10)
+            } else {
+                (docs, changed)
+            };
             runtime.block_on(sync::reconnect(docs, changed))?;
+        }
+        Scenario::S5 {
+            membrane,
+            writers,
+            seconds,
+            rate,
+        } => {
+            let (writers, seconds) = if cli.quick {
+                (2, 3)
+            } else {
+                (writers, seconds)
+            };
+            runtime.block_on(typing::run(&membrane, writers, seconds, rate))?;
         }
         Scenario::S7 { iterations } => {
             tokens::run(if cli.quick { 50 } else { iterations })?;

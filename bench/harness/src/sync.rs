@@ -127,7 +127,10 @@ pub(crate) async fn reconnect(docs: usize, changed: usize) -> anyhow::Result<()>
     let a = fresh_node(base.path(), "a").await?;
     let mut ids = Vec::with_capacity(docs);
     let mut creating = tokio::task::JoinSet::new();
-    for chunk in (0..docs).collect::<Vec<_>>().chunks(docs.div_ceil(8).max(1)) {
+    for chunk in (0..docs)
+        .collect::<Vec<_>>()
+        .chunks(docs.div_ceil(8).max(1))
+    {
         let (a, chunk) = (a.clone(), chunk.to_vec());
         creating.spawn(async move {
             let mut made = Vec::new();
@@ -154,19 +157,34 @@ pub(crate) async fn reconnect(docs: usize, changed: usize) -> anyhow::Result<()>
     let ms = ms_since(start);
     let (bytes, up, down) = settled(&b, Duration::from_millis(500)).await;
     b.shutdown().await;
-    emit("S4", "membrane", "initial-sync", ms, json!({"docs": docs, "wire_bytes": bytes, "messages_up": up, "messages_down": down}));
+    emit(
+        "S4",
+        "membrane",
+        "initial-sync",
+        ms,
+        json!({"docs": docs, "wire_bytes": bytes, "messages_up": up, "messages_down": down}),
+    );
 
     // All in sync: done when the session has reconciled (both sides know nothing differs).
     let start = Instant::now();
     let b = Node::start(quiet_config(b_dir.path(), peers.clone())).await?;
     until("B and A to reconcile", || async {
-        Ok(b.traffic().reconciled.load(std::sync::atomic::Ordering::Relaxed) > 0)
+        Ok(b.traffic()
+            .reconciled
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0)
     })
     .await?;
     let ms = ms_since(start);
     let (bytes, up, down) = settled(&b, Duration::from_millis(500)).await;
     b.shutdown().await;
-    emit("S4", "membrane", "all-in-sync", ms, json!({"docs": docs, "wire_bytes": bytes, "messages_up": up, "messages_down": down}));
+    emit(
+        "S4",
+        "membrane",
+        "all-in-sync",
+        ms,
+        json!({"docs": docs, "wire_bytes": bytes, "messages_up": up, "messages_down": down}),
+    );
 
     // `changed` documents changed on A while B was away.
     let step = (docs / changed.max(1)).max(1);
@@ -193,7 +211,13 @@ pub(crate) async fn reconnect(docs: usize, changed: usize) -> anyhow::Result<()>
     let ms = ms_since(start);
     let (bytes, up, down) = settled(&b, Duration::from_millis(500)).await;
     b.shutdown().await;
-    emit("S4", "membrane", "changed", ms, json!({"docs": docs, "changed": touched.len(), "wire_bytes": bytes, "messages_up": up, "messages_down": down}));
+    emit(
+        "S4",
+        "membrane",
+        "changed",
+        ms,
+        json!({"docs": docs, "changed": touched.len(), "wire_bytes": bytes, "messages_up": up, "messages_down": down}),
+    );
     a.shutdown().await;
 
     // S10: cold start, alone.

@@ -42,7 +42,11 @@ fn chain() -> anyhow::Result<Vec<Delegation>> {
         .subject(root.did())
         .nonce(vec![1; 12])
         .sign(root)?;
-    Ok(vec![to_device, read(&keys[1], &keys[2], 2)?, read(&keys[2], &keys[3], 3)?])
+    Ok(vec![
+        to_device,
+        read(&keys[1], &keys[2], 2)?,
+        read(&keys[2], &keys[3], 3)?,
+    ])
 }
 
 /// Runs `work` `iterations` times and returns microseconds per run.
@@ -56,7 +60,13 @@ fn per_run(iterations: u32, mut work: impl FnMut() -> anyhow::Result<()>) -> any
 }
 
 fn emit_us(system: &str, case: &str, us: f64, iterations: u32) {
-    emit("S7", system, case, us / 1e3, json!({"us": us, "iterations": iterations}));
+    emit(
+        "S7",
+        system,
+        case,
+        us / 1e3,
+        json!({"us": us, "iterations": iterations}),
+    );
 }
 
 pub(crate) fn run(iterations: u32) -> anyhow::Result<()> {
@@ -83,7 +93,9 @@ pub(crate) fn run(iterations: u32) -> anyhow::Result<()> {
     emit_us("ucan", "depth-3-verified-before", warm, iterations * 10);
 
     // The floor: three signatures over messages of the same sizes.
-    let signers: Vec<SigningKey> = (1..=3u8).map(|n| SigningKey::from_bytes(&[n; 32])).collect();
+    let signers: Vec<SigningKey> = (1..=3u8)
+        .map(|n| SigningKey::from_bytes(&[n; 32]))
+        .collect();
     let messages: Vec<Vec<u8>> = encoded.clone();
     let signatures: Vec<ed25519_dalek::Signature> = signers
         .iter()

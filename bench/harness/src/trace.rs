@@ -150,7 +150,7 @@ pub(crate) async fn replay_through_node(trace: &Trace) -> anyhow::Result<()> {
     let node = fresh_node(base.path(), "node").await?;
     let (doc, ms) = replay_into(&node, trace).await?;
     let text = node
-        .read(doc, |d| text_of(d))
+        .read(doc, text_of)
         .await?
         .context("the document is gone")?;
     check(trace, &text)?;
