@@ -78,7 +78,7 @@ enum Scenario {
     /// S8: durable writes: `membrane`, `redb`, `sqlite` single commits, and Membrane's group
     /// commit.
     S8 {
-        /// `membrane`, `redb`, `sqlite` or `membrane-group`.
+        /// `membrane`, `redb`, `redb-2pc`, `sqlite` or `membrane-group`.
         #[arg(long)]
         system: String,
         /// Commits (or, for the group commit, changes).
@@ -163,7 +163,8 @@ fn main() -> anyhow::Result<()> {
             match system.as_str() {
                 "membrane" => runtime.block_on(durable::node_single(count))?,
                 "membrane-group" => runtime.block_on(durable::node_group(count * 10))?,
-                "redb" => durable::redb_single(count)?,
+                "redb" => durable::redb_single(count, false)?,
+                "redb-2pc" => durable::redb_single(count, true)?,
                 "sqlite" => durable::sqlite_single(count)?,
                 other => anyhow::bail!("unknown S8 system {other:?}"),
             }

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 
 use serde_json::{Value, json};
 
-/// One figure: which measurement field, its unit, and whether smaller is better.
+/// The figure a scenario's rows show: which measurement field, and its unit.
 struct Metric {
     field: &'static str,
     unit: &'static str,
@@ -246,7 +246,7 @@ fn peer_of(scenario: &str, case: &str) -> Option<(&'static str, &'static str)> {
         ("S3", _) => ("first-sync", "automerge-repo"),
         ("S4", "all-in-sync") => ("all-in-sync", "automerge-repo"),
         ("S4", "changed") => ("changed", "automerge-repo"),
-        ("S8", "single-commits") => ("single-commits", "redb"),
+        ("S8", "single-commits") => ("single-commits", "redb-2pc"),
         ("S9", _) => ("idle-3-peers", "syncthing"),
         ("S10", _) => ("cold-start", "automerge-repo"),
         ("S7", "depth-3-cold") => ("3-signatures-batch", "ed25519"),
