@@ -129,6 +129,20 @@ pub enum NetError {
     },
 }
 
+/// An error and its causes in one line (libp2p's transport errors print nothing of their
+/// own: the reason is in their source).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(cause) = source {
+        parts.push(cause.to_string());
+        source = cause.source();
+    }
+    parts.retain(|part| !part.is_empty());
+    parts.dedup();
+    parts.join(": ")
+}
+
 struct SessionIo {
     peer: PeerId,
     role: Role,
@@ -227,7 +241,7 @@ impl NetActor {
                 .listen_on(addr.clone())
                 .map_err(|e| NetError::Listen {
                     addr: addr.clone(),
-                    detail: e.to_string(),
+                    detail: error_chain(&e),
                 })?;
         }
         for addr in config.announce.iter().flatten() {

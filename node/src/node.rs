@@ -83,6 +83,7 @@ pub struct NodeHandle {
     root: Did,
     data_dir: DataDir,
     traffic: Arc<Traffic>,
+    incoming: Arc<crate::repo::Incoming>,
     pairing: Pairing,
     identity: Arc<DeviceIdentity>,
     running: Arc<Mutex<Option<Running>>>,
@@ -164,6 +165,7 @@ impl Node {
         let (shutdown, shutdown_rx) = watch::channel(false);
 
         let traffic = Arc::new(Traffic::default());
+        let incoming = Arc::new(crate::repo::Incoming::default());
         let net = NetActor::new(
             &identity.device,
             &config,
@@ -186,6 +188,10 @@ impl Node {
             chunks,
             compact_after: config.compact_after_chunks,
             sync_states: loaded.sync_states,
+            last_heads: HashMap::new(),
+            incoming: incoming.clone(),
+            receiving: HashMap::new(),
+            from_session: None,
             listen: Vec::new(),
             sessions: HashMap::new(),
             quarantined: loaded.quarantined,
@@ -226,6 +232,7 @@ impl Node {
             root: identity.root,
             data_dir: dir.clone(),
             traffic,
+            incoming,
             pairing,
             identity: Arc::new(identity.clone()),
             running: Arc::new(Mutex::new(None)),
@@ -668,6 +675,12 @@ impl NodeHandle {
     /// Identity, peers and per-document sync state.
     pub async fn status(&self) -> Result<Status, NodeError> {
         self.ask(|reply| RepoCommand::Status { reply }).await
+    }
+
+    /// New documents arriving from peers (a new device's first sync), counted as they are
+    /// stored; readable while the node is busy applying them.
+    pub fn incoming(&self) -> &crate::repo::Incoming {
+        &self.incoming
     }
 
     /// Document change events.

@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 
-use automerge::{ActorId, Automerge, ROOT, ReadDoc as _, transaction::Transactable as _};
+use automerge::{
+    ActorId, Automerge, ChangeHash, ROOT, ReadDoc as _, transaction::Transactable as _,
+};
 use libp2p::Multiaddr;
 use membrane_protocol::{
     Did, DocumentId,
@@ -104,8 +106,10 @@ pub struct Status {
     pub listen: Vec<String>,
     /// Connected devices.
     pub peers: Vec<String>,
-    /// Known devices.
+    /// Devices this node has had a session with (the person's and other persons').
     pub devices: Vec<DeviceStatus>,
+    /// The person's devices, from the replicated registry (this one included).
+    pub own_devices: Vec<DeviceEntry>,
     /// Documents and their sync state with connected peers.
     pub documents: Vec<DocStatus>,
     /// Documents that failed to load.
@@ -192,6 +196,134 @@ pub struct DocStatus {
     pub in_sync_with: Vec<String>,
     /// Connected peers not yet at our heads.
     pub syncing_with: Vec<String>,
+    /// What this device knows of each peer's copy: every device of the person (but this one
+    /// and revoked ones), and any other person's device it is syncing this document with
+    /// or has synced it with.
+    pub peers: Vec<PeerSync>,
+}
+
+/// What this device knows of one peer's copy of a document.
+///
+/// A node learns a peer's heads only from the peer, during a session. So the comparison is
+/// exact for a connected peer, and as of the last contact for one that is not: the peer
+/// may have received changes from other devices since.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerSync {
+    /// The peer's device DID.
+    pub peer: String,
+    /// Its name in the person's registry, for the person's own devices.
+    pub name: Option<String>,
+    /// One of the person's own devices (otherwise another person's, through a grant).
+    pub own_device: bool,
+    /// Connected now.
+    pub online: bool,
+    /// The comparison of the peer's known heads with ours.
+    pub state: SyncState,
+    /// How many of our changes the peer's known heads lack. Exact relative to those heads;
+    /// `None` when no heads are known, or when the peer holds changes we lack (then which
+    /// of ours it has is not known either).
+    pub they_lack: Option<usize>,
+    /// Where the peer's heads come from.
+    pub known_from: KnownFrom,
+}
+
+/// How a peer's copy of a document compares with ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncState {
+    /// The peer's known heads are ours.
+    InSync,
+    /// The peer lacks some of our changes (`they_lack`), and holds none we lack.
+    TheyLack,
+    /// The peer holds changes we lack (how many is not known here); it may lack some of
+    /// ours too.
+    WeLack,
+    /// Connected, but the two have not yet compared this document.
+    Syncing,
+    /// Not connected, and no heads are remembered: this node remembers a peer's heads from
+    /// its sessions since the node started, and from the sync state it saves whenever the
+    /// two reach the same heads through sync messages (not when reconciliation finds the
+    /// document already equal).
+    Unknown,
+    /// Not connected, and this node never had a session with that device.
+    NeverSynced,
+}
+
+/// Where what is known of a peer's copy comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KnownFrom {
+    /// The session open now.
+    Live,
+    /// The end of the last session with the peer since this node started.
+    LastSession,
+    /// The sync state saved the last time the two reached the same heads.
+    SavedState,
+    /// Nothing.
+    Nothing,
+}
+
+/// New documents arriving from peers, counted as they are stored: for progress displays.
+/// The repo actor updates it, and readers never wait for the actor, which may be busy
+/// applying a large batch.
+#[derive(Debug, Default)]
+pub struct Incoming {
+    /// Documents the peers of the open sessions hold and this node lacked when they
+    /// reconciled.
+    expected: std::sync::atomic::AtomicU64,
+    /// Of those, how many are stored.
+    stored: std::sync::atomic::AtomicU64,
+}
+
+impl Incoming {
+    /// `(stored, expected)`; `(0, 0)` when nothing is arriving.
+    pub fn snapshot(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.stored.load(Relaxed), self.expected.load(Relaxed))
+    }
+
+    fn expect(&self, more: usize) {
+        self.expected
+            .fetch_add(more as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn stored_one(&self) {
+        self.stored
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A session ended, or everything it announced arrived: `left` will not come.
+    fn settle(&self, left: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let expected = self.expected.load(Relaxed).saturating_sub(left as u64);
+        if self.stored.load(Relaxed) >= expected {
+            self.expected.store(0, Relaxed);
+            self.stored.store(0, Relaxed);
+        } else {
+            self.expected.store(expected, Relaxed);
+        }
+    }
+}
+
+/// Compares a peer's known heads with our copy.
+fn compare_heads(doc: &Automerge, theirs: &[ChangeHash]) -> (SyncState, Option<usize>) {
+    let mut ours = doc.get_heads();
+    let mut theirs = theirs.to_vec();
+    ours.sort_unstable();
+    theirs.sort_unstable();
+    if ours == theirs {
+        return (SyncState::InSync, Some(0));
+    }
+    if theirs
+        .iter()
+        .any(|h| doc.get_change_meta_by_hash(h).is_none())
+    {
+        return (SyncState::WeLack, None);
+    }
+    match doc.get_changes_meta(&theirs).len() {
+        0 => (SyncState::InSync, Some(0)),
+        n => (SyncState::TheyLack, Some(n)),
+    }
 }
 
 /// How long a peer has to complete `Hello` before its session is closed.
@@ -304,6 +436,15 @@ pub(crate) struct RepoActor {
     pub(crate) compaction: HashMap<DocumentId, Compaction>,
     pub(crate) compact_after: u64,
     pub(crate) sync_states: HashMap<[u8; 32], Vec<(DocumentId, Vec<u8>)>>,
+    /// Per peer, the heads it last reported for each document, taken when its sessions
+    /// ended (since this node started): what `status` knows of offline peers' copies.
+    pub(crate) last_heads: HashMap<Did, HashMap<DocumentId, Vec<ChangeHash>>>,
+    /// New documents arriving, for progress displays (shared with the handle).
+    pub(crate) incoming: std::sync::Arc<Incoming>,
+    /// Per session, how many announced new documents have not arrived yet.
+    pub(crate) receiving: HashMap<SessionId, usize>,
+    /// The session whose frame is being handled, if any.
+    pub(crate) from_session: Option<SessionId>,
     pub(crate) listen: Vec<Multiaddr>,
     pub(crate) sessions: HashMap<SessionId, Did>,
     pub(crate) quarantined: Vec<(DocumentId, String)>,
@@ -476,10 +617,21 @@ impl RepoActor {
                 .await;
             }
             NetEvent::Frame { session, frame } => {
+                self.from_session = Some(session);
                 self.hub_input(Input::Received { session, frame }).await;
+                self.from_session = None;
             }
             NetEvent::Closed { session, reason } => {
                 self.awaiting_hello.remove(&session);
+                if let Some(left) = self.receiving.remove(&session) {
+                    self.incoming.settle(left);
+                }
+                if let Some(peer) = self.sessions.get(&session) {
+                    let heads = self.hub.session_heads(session);
+                    if !heads.is_empty() {
+                        self.last_heads.entry(*peer).or_default().extend(heads);
+                    }
+                }
                 if let Some(peer) = self.sessions.remove(&session) {
                     tracing::info!(peer = %peer.fmt_short(), %reason, "session closed");
                 }
@@ -547,8 +699,16 @@ impl RepoActor {
                             .await;
                     });
                 }
-                Effect::Reconciled { session, differing } => {
-                    tracing::debug!(?session, differing, "reconciled");
+                Effect::Reconciled {
+                    session,
+                    differing,
+                    incoming,
+                } => {
+                    tracing::debug!(?session, differing, incoming, "reconciled");
+                    if incoming > 0 {
+                        self.incoming.expect(incoming);
+                        *self.receiving.entry(session).or_default() += incoming;
+                    }
                     self.traffic
                         .reconciled
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -570,6 +730,7 @@ impl RepoActor {
                         self.chunks.insert(doc, 0);
                         self.compaction.insert(doc, Compaction::default());
                     }
+                    self.count_incoming();
                 }
                 Effect::DocChanged { doc, heads } => {
                     if doc == self.index {
@@ -1460,17 +1621,19 @@ impl RepoActor {
         let Some(index) = self.hub.docs().get(&self.index) else {
             return Vec::new();
         };
-        let whole = json::to_json(index);
+        // Only the `device:` keys: the index also holds an entry per document, and turning
+        // all of it into JSON takes seconds once there are many.
         let mut out = Vec::new();
-        for (key, entry) in whole.as_object().into_iter().flatten() {
-            let Some(did) = key.strip_prefix("device:") else {
+        for item in index.map_range(ROOT, "device:".to_owned().."device;".to_owned()) {
+            let Some(did) = item.key.strip_prefix("device:") else {
                 continue;
             };
+            let entry = item.id();
             out.push(DeviceEntry {
                 did: did.to_owned(),
-                name: entry["name"].as_str().map(str::to_owned),
-                added: entry["added"].as_u64(),
-                added_by: entry["added_by"].as_str().map(str::to_owned),
+                name: entry_text(index, &entry, "name"),
+                added: entry_number(index, &entry, "added"),
+                added_by: entry_text(index, &entry, "added_by"),
                 this_device: did == self.device.to_string(),
                 online: online.iter().any(|p| p.to_string() == did),
                 last_seen: seen
@@ -1511,18 +1674,17 @@ impl RepoActor {
 
     async fn status(&self) -> Status {
         let peers: Vec<Did> = self.hub.peers().into_iter().map(|(_, p)| p).collect();
-        let devices = self
-            .store
-            .devices()
-            .await
-            .unwrap_or_default()
-            .into_iter()
+        let seen = self.store.devices().await.unwrap_or_default();
+        let devices = seen
+            .iter()
             .map(|(did, record)| DeviceStatus {
-                online: peers.iter().any(|p| p.to_string() == did),
-                did,
+                online: peers.iter().any(|p| p.to_string() == *did),
+                did: did.clone(),
                 last_seen: record.last_seen,
             })
             .collect();
+        let own_devices: Vec<DeviceEntry> = self.devices().await;
+        let index = StatusIndex::new(&own_devices, &self.sync_states);
         let documents = self
             .hub
             .docs()
@@ -1543,6 +1705,7 @@ impl RepoActor {
                         .filter(|s| !s.in_sync)
                         .map(|s| s.peer.to_string())
                         .collect(),
+                    peers: self.peer_sync(id, &status, &peers, &index),
                 }
             })
             .collect();
@@ -1552,6 +1715,7 @@ impl RepoActor {
             listen: self.listen.iter().map(ToString::to_string).collect(),
             peers: peers.iter().map(ToString::to_string).collect(),
             devices,
+            own_devices,
             documents,
             quarantined: self
                 .quarantined
@@ -1561,6 +1725,153 @@ impl RepoActor {
             refused: self.refused.iter().cloned().collect(),
             refused_peers: self.refused_peers.iter().cloned().collect(),
         }
+    }
+}
+
+impl RepoActor {
+    /// A document arrived whole: if its session announced it, count it stored.
+    fn count_incoming(&mut self) {
+        let Some(session) = self.from_session else {
+            return;
+        };
+        let Some(left) = self.receiving.get_mut(&session) else {
+            return;
+        };
+        *left -= 1;
+        self.incoming.stored_one();
+        if *left == 0 {
+            self.receiving.remove(&session);
+            self.incoming.settle(0);
+        }
+    }
+
+    /// What is known of each relevant peer's copy of `doc` (see [`PeerSync`]).
+    fn peer_sync(
+        &self,
+        doc: &DocumentId,
+        live: &[membrane_protocol::sync::PeerDocStatus],
+        connected: &[Did],
+        index: &StatusIndex<'_>,
+    ) -> Vec<PeerSync> {
+        let Some(ours) = self.hub.docs().get(doc) else {
+            return Vec::new();
+        };
+        let saved = index.saved.get(doc).map_or(&[][..], Vec::as_slice);
+        // The person's devices first, in registry order, then anyone else we know of.
+        let mut order: Vec<Did> = Vec::new();
+        let candidates = index
+            .own
+            .iter()
+            .map(|(did, _)| *did)
+            .chain(live.iter().map(|status| status.peer))
+            .chain(
+                self.last_heads
+                    .iter()
+                    .filter(|(_, docs)| docs.contains_key(doc))
+                    .map(|(peer, _)| *peer),
+            )
+            .chain(saved.iter().map(|(peer, _)| *peer));
+        for did in candidates {
+            if did != self.device && !self.revoked_devices.contains(&did) && !order.contains(&did) {
+                order.push(did);
+            }
+        }
+        order
+            .into_iter()
+            .map(|peer| {
+                let entry = index
+                    .own
+                    .iter()
+                    .find(|(did, _)| *did == peer)
+                    .map(|(_, e)| *e);
+                let online = connected.contains(&peer);
+                // Several sessions with one peer: the best-informed one counts.
+                let live_heads = live
+                    .iter()
+                    .filter(|s| s.peer == peer)
+                    .filter_map(|s| s.their_heads.as_deref())
+                    .max_by_key(|heads| compare_heads(ours, heads).0 == SyncState::InSync);
+                let saved_heads = || {
+                    saved
+                        .iter()
+                        .find(|(p, _)| *p == peer)
+                        .and_then(|(_, bytes)| automerge::sync::State::decode(bytes).ok())
+                        .map(|state| state.shared_heads)
+                };
+                let (known_from, heads) = if let Some(heads) = live_heads {
+                    (KnownFrom::Live, Some(heads.to_vec()))
+                } else if online {
+                    (KnownFrom::Nothing, None)
+                } else if let Some(heads) = self.last_heads.get(&peer).and_then(|d| d.get(doc)) {
+                    (KnownFrom::LastSession, Some(heads.clone()))
+                } else if let Some(heads) = saved_heads() {
+                    (KnownFrom::SavedState, Some(heads))
+                } else {
+                    (KnownFrom::Nothing, None)
+                };
+                let (state, they_lack) = match &heads {
+                    Some(heads) => compare_heads(ours, heads),
+                    None if online => (SyncState::Syncing, None),
+                    None if entry.is_some_and(|e| e.last_seen.is_none()) => {
+                        (SyncState::NeverSynced, None)
+                    }
+                    None => (SyncState::Unknown, None),
+                };
+                PeerSync {
+                    peer: peer.to_string(),
+                    name: entry.and_then(|e| e.name.clone()),
+                    own_device: entry.is_some(),
+                    online,
+                    state,
+                    they_lack,
+                    known_from,
+                }
+            })
+            .collect()
+    }
+}
+
+/// What `status` looks up for every document, gathered once.
+struct StatusIndex<'a> {
+    /// The person's devices that are not revoked, with their DIDs parsed.
+    own: Vec<(Did, &'a DeviceEntry)>,
+    /// Per document, the peers with a saved sync state for it, and that state.
+    saved: HashMap<DocumentId, Vec<(Did, &'a [u8])>>,
+}
+
+impl<'a> StatusIndex<'a> {
+    fn new(
+        own_devices: &'a [DeviceEntry],
+        sync_states: &'a HashMap<[u8; 32], Vec<(DocumentId, Vec<u8>)>>,
+    ) -> Self {
+        let own = own_devices
+            .iter()
+            .filter(|d| !d.revoked)
+            .filter_map(|d| Some((d.did.parse().ok()?, d)))
+            .collect();
+        let mut saved: HashMap<DocumentId, Vec<(Did, &'a [u8])>> = HashMap::new();
+        for (key, states) in sync_states {
+            let Ok(key) = membrane_protocol::PublicKey::from_bytes(key) else {
+                continue;
+            };
+            let peer = Did::from(key);
+            for (doc, bytes) in states {
+                saved.entry(*doc).or_default().push((peer, bytes));
+            }
+        }
+        Self { own, saved }
+    }
+}
+
+/// A whole-number field of a registry entry.
+fn entry_number(index: &Automerge, entry: &automerge::ObjId, field: &str) -> Option<u64> {
+    match index.get(entry, field).ok()??.0 {
+        automerge::Value::Scalar(v) => match v.as_ref() {
+            automerge::ScalarValue::Uint(n) => Some(*n),
+            automerge::ScalarValue::Int(n) => u64::try_from(*n).ok(),
+            _ => None,
+        },
+        automerge::Value::Object(_) => None,
     }
 }
 

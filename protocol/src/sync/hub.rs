@@ -133,6 +133,8 @@ pub enum Effect {
         session: SessionId,
         /// How many documents will sync.
         differing: usize,
+        /// Of those, how many the peer holds and we lack: each will arrive whole.
+        incoming: usize,
     },
     /// A peer's changes were applied: persist these bytes (`Automerge::load_incremental`
     /// form) for the document.
@@ -321,6 +323,9 @@ pub struct PeerDocStatus {
     pub peer: Did,
     /// Whether the peer's last known heads equal ours.
     pub in_sync: bool,
+    /// The heads the peer last reported for this document in this session (or that
+    /// reconciliation found equal to ours); `None` until it has.
+    pub their_heads: Option<Vec<ChangeHash>>,
 }
 
 impl SyncHub {
@@ -632,18 +637,38 @@ impl SyncHub {
             .collect()
     }
 
-    /// Whether each connected peer has this document at our heads.
+    /// Whether each live peer that syncs this document (every device of the person; another
+    /// person's device only if its session's scope covers the document) has it at our
+    /// heads.
     pub fn doc_status(&self, doc: &DocumentId) -> Vec<PeerDocStatus> {
         let heads = self.docs.heads(doc).map(<[ChangeHash]>::to_vec);
         self.sessions
             .values()
             .filter(|s| s.phase == Phase::Live)
-            .map(|s| PeerDocStatus {
-                peer: s.peer,
-                in_sync: heads.is_some()
-                    && s.states.get(doc).and_then(|st| st.their_heads.clone()) == heads,
+            .filter(|s| s.shared.as_ref().is_none_or(|scope| scope.covers(doc)))
+            .map(|s| {
+                let their_heads = s.states.get(doc).and_then(|st| st.their_heads.clone());
+                PeerDocStatus {
+                    peer: s.peer,
+                    in_sync: heads.is_some() && their_heads == heads,
+                    their_heads,
+                }
             })
             .collect()
+    }
+
+    /// The heads a session's peer last reported, per document, for the documents where it
+    /// has: what is known of the peer's copies once the session ends.
+    pub fn session_heads(&self, session: SessionId) -> Vec<(DocumentId, Vec<ChangeHash>)> {
+        self.sessions
+            .get(&session)
+            .map(|s| {
+                s.states
+                    .iter()
+                    .filter_map(|(doc, st)| Some((*doc, st.their_heads.clone()?)))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Handles one input at time `now`.
@@ -1094,13 +1119,15 @@ impl SyncHub {
             }
         }
         // Documents the peer has and we lack arrive from its side.
-        differing += theirs.keys().filter(|d| !self.docs.contains(d)).count();
+        let incoming = theirs.keys().filter(|d| !self.docs.contains(d)).count();
+        differing += incoming;
         session.phase = Phase::Live;
         session.dirty.clear();
         session.persisted.clear();
         effects.push(Effect::Reconciled {
             session: id,
             differing,
+            incoming,
         });
         self.outbox.entry(id).or_default().extend(items);
     }
