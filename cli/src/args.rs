@@ -42,10 +42,20 @@ pub(crate) enum Command {
     ///
     /// Example: membrane run --peer /ip4/192.168.1.20/tcp/4001/p2p/12D3KooW…
     Run(cmd::run::Args),
+    /// Show or change the settings `membrane run` reads from `<data dir>/config.toml`.
+    ///
+    /// Example: membrane config show; membrane config set listen /ip4/0.0.0.0/tcp/4001
+    #[command(subcommand)]
+    Config(cmd::config::Command),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    ///
+    /// Example: membrane completions bash > ~/.local/share/bash-completion/completions/membrane
+    Completions(cmd::completions::Args),
     /// Create, read, change and watch documents (needs `membrane run`).
     #[command(subcommand)]
     Doc(cmd::doc::Command),
-    /// Show peers and each document's sync state (needs `membrane run`).
+    /// Show your devices and peers, each document's sync state on each device, and pending
+    /// access requests (needs `membrane run`).
     ///
     /// Example: membrane status --json
     Status(cmd::status::Args),
@@ -106,4 +116,12 @@ pub(crate) enum Command {
     ///
     /// Example: membrane deny 4 --reason "no thanks"
     Deny(cmd::requests::DenyArgs),
+    /// Play the whole story on this machine with real nodes on loopback, checking each step:
+    /// pairing, sync, sharing, a stranger refused, a lost phone revoked, the access log.
+    ///
+    /// The nodes live in a new temporary directory (never your data dir), removed at the
+    /// end unless --keep. Exit code 0 if every step succeeded, 1 if one failed.
+    ///
+    /// Example: membrane demo; membrane demo --keep; membrane --json demo
+    Demo(cmd::demo::Args),
 }

@@ -6,7 +6,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use membrane_node::{DataDir, control::socket_path};
+use membrane_node::{DataDir, IdentityError, control::socket_path};
 use serde_json::{Value, json};
 
 /// A connection to the running daemon.
@@ -22,6 +22,9 @@ impl Client {
         let path = socket_path(dir);
         let stream = match UnixStream::connect(&path) {
             Ok(stream) => stream,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound && !dir.is_initialized() => {
+                return Err(IdentityError::NotInitialized(dir.path().to_owned()).into());
+            }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => bail!(
                 "no membrane daemon is running on {}; start it with `membrane run --data-dir {}`",
                 dir.path().display(),
@@ -30,6 +33,11 @@ impl Client {
             Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused => bail!(
                 "no membrane daemon is running on {} (stale control socket {}); start it with `membrane run --data-dir {}`",
                 dir.path().display(),
+                path.display(),
+                dir.path().display()
+            ),
+            Err(error) if error.kind() == std::io::ErrorKind::PermissionDenied => bail!(
+                "permission denied on {}: run this command as the user the daemon runs as (for the systemd unit: `sudo -u membrane membrane --data-dir {} …`)",
                 path.display(),
                 dir.path().display()
             ),

@@ -258,3 +258,48 @@ fn bad_input_gets_a_clear_error() {
     );
     assert_eq!(bad_cmd.code, 2, "{}", bad_cmd.stderr);
 }
+
+#[test]
+fn completions_cover_every_subcommand_in_each_shell() {
+    let temp = tempfile::tempdir().unwrap();
+    for (shell, marker) in [
+        ("bash", "_membrane()"),
+        ("zsh", "#compdef membrane"),
+        ("fish", "complete -c membrane"),
+    ] {
+        let run = membrane(temp.path(), &["completions", shell]);
+        assert_eq!(run.code, 0, "{shell}: {}", run.stderr);
+        assert!(run.stdout.contains(marker), "{shell}: no {marker:?}");
+        for subcommand in [
+            "init",
+            "run",
+            "status",
+            "doc",
+            "grant",
+            "requests",
+            "config",
+            "completions",
+        ] {
+            assert!(
+                run.stdout.contains(subcommand),
+                "{shell} completes {subcommand}"
+            );
+        }
+        // Deeper levels too: `config set` offers its keys (clap_complete's fish script
+        // completes positional values of no command).
+        if shell != "fish" {
+            assert!(
+                run.stdout.contains("limits.max_connections"),
+                "{shell} completes config keys"
+            );
+        }
+    }
+    let wrapped = membrane(temp.path(), &["--json", "completions", "fish"]).data();
+    assert_eq!(wrapped["shell"], "fish");
+    assert!(
+        wrapped["script"]
+            .as_str()
+            .unwrap()
+            .contains("complete -c membrane")
+    );
+}

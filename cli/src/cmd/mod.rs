@@ -1,6 +1,9 @@
 //! One module per subcommand; each exposes `Args` and `run`.
 
 pub(crate) mod accept;
+pub(crate) mod completions;
+pub(crate) mod config;
+pub(crate) mod demo;
 pub(crate) mod device;
 pub(crate) mod devices;
 pub(crate) mod doc;
@@ -35,6 +38,8 @@ pub(crate) fn run(cli: Cli, out: &mut Output) -> anyhow::Result<()> {
         Command::Init(args) => init::run(args, data_dir, out),
         Command::Id(args) => id::run(args, data_dir, out),
         Command::Run(args) => run::run(args, data_dir, out),
+        Command::Config(command) => config::run(command, data_dir, out),
+        Command::Completions(args) => completions::run(args, out),
         Command::Doc(command) => doc::run(command, data_dir, out),
         Command::Status(args) => status::run(args, data_dir, out),
         Command::Device(command) => device::run(command, data_dir, out),
@@ -52,7 +57,21 @@ pub(crate) fn run(cli: Cli, out: &mut Output) -> anyhow::Result<()> {
         Command::Requests(args) => requests::list(args, data_dir, out),
         Command::Approve(args) => requests::approve(args, data_dir, out),
         Command::Deny(args) => requests::deny(args, data_dir, out),
+        Command::Demo(args) => demo::run(args, data_dir, out),
     }
+}
+
+/// The log filter when `RUST_LOG` is not set: `membrane run` takes config.toml's
+/// `log_level` (a file that does not load leaves the default; `run` then reports it).
+pub(crate) fn log_filter(cli: &Cli) -> String {
+    let default = || "warn".to_owned();
+    if !matches!(cli.command, Command::Run(_)) {
+        return default();
+    }
+    resolve_data_dir(cli.data_dir.clone())
+        .ok()
+        .and_then(|dir| crate::settings::Settings::load(&dir).ok())
+        .map_or_else(default, |settings| settings.log_level)
 }
 
 /// The data dir: `--data-dir`/`MEMBRANE_DATA_DIR`, else the XDG data dir.
