@@ -46,16 +46,82 @@ pub fn to_json(doc: &Automerge) -> Json {
     serde_json::to_value(AutoSerde::from(doc)).unwrap_or(Json::Null)
 }
 
-/// The value at `path`, or `None` when there is nothing there.
+/// One object of a document as JSON, rendered as [`to_json`] renders the whole document,
+/// without converting the rest of it.
+pub fn object_to_json(doc: &Automerge, obj: &ObjId, kind: ObjType) -> Json {
+    match kind {
+        ObjType::Map | ObjType::Table => Json::Object(
+            doc.keys(obj)
+                .filter_map(|key| {
+                    let (value, id) = doc.get(obj, key.as_str()).ok()??;
+                    Some((key, value_to_json(doc, value, &id)))
+                })
+                .collect(),
+        ),
+        ObjType::List => Json::Array(
+            (0..doc.length(obj))
+                .filter_map(|i| {
+                    let (value, id) = doc.get(obj, i).ok()??;
+                    Some(value_to_json(doc, value, &id))
+                })
+                .collect(),
+        ),
+        ObjType::Text => Json::String(doc.text(obj).unwrap_or_default()),
+    }
+}
+
+fn value_to_json(doc: &Automerge, value: Value<'_>, id: &ObjId) -> Json {
+    match value {
+        Value::Object(kind) => object_to_json(doc, id, kind),
+        Value::Scalar(scalar) => serde_json::to_value(scalar.as_ref()).unwrap_or(Json::Null),
+    }
+}
+
+/// The root entries whose keys start with `prefix` (the prefix cut off), as JSON: reads
+/// only those entries, so it stays cheap on an index naming thousands of documents.
+pub fn entries_with_prefix(doc: &Automerge, prefix: &str) -> Vec<(String, Json)> {
+    doc.keys(ROOT)
+        .filter_map(|key| {
+            let rest = key.strip_prefix(prefix)?.to_owned();
+            let (value, id) = doc.get(ROOT, key.as_str()).ok()??;
+            Some((rest, value_to_json(doc, value, &id)))
+        })
+        .collect()
+}
+
+/// The value at `path`, or `None` when there is nothing there. Walks the path and converts
+/// only what it points at.
 pub fn get(doc: &Automerge, path: &str) -> Result<Option<Json>, PathError> {
-    let whole = to_json(doc);
     if path.is_empty() || path == "/" {
-        return Ok(Some(whole));
+        return Ok(Some(to_json(doc)));
     }
     if !path.starts_with('/') {
         return Err(PathError::NotAPointer(path.to_owned()));
     }
-    Ok(whole.pointer(path).cloned())
+    let mut at = (ROOT, ObjType::Map);
+    let segments = pointer_segments(path)?;
+    for (i, segment) in segments.iter().enumerate() {
+        let (obj, kind) = &at;
+        let found = match kind {
+            ObjType::Map | ObjType::Table => doc.get(obj, segment.as_str())?,
+            ObjType::List => match segment.parse::<usize>() {
+                Ok(index) if segment == &index.to_string() => doc.get(obj, index)?,
+                _ => None,
+            },
+            ObjType::Text => None,
+        };
+        let Some((value, id)) = found else {
+            return Ok(None);
+        };
+        match value {
+            Value::Object(kind) => at = (id, kind),
+            Value::Scalar(_) if i + 1 == segments.len() => {
+                return Ok(Some(value_to_json(doc, value, &id)));
+            }
+            Value::Scalar(_) => return Ok(None),
+        }
+    }
+    Ok(Some(object_to_json(doc, &at.0, at.1)))
 }
 
 /// Writes `value` at `path`, creating maps along the way.
@@ -234,5 +300,36 @@ mod tests {
             set(&mut tx, "/contacts/0/name/x", &json!(1)),
             Err(PathError::NotAContainer(_))
         ));
+    }
+
+    #[test]
+    fn parts_render_as_the_whole_does() {
+        let mut doc = Automerge::new();
+        let mut tx = doc.transaction();
+        set(
+            &mut tx,
+            "/grant:a",
+            &json!({"doc": "x", "n": 3, "ok": true, "f": 1.5}),
+        )
+        .unwrap();
+        set(
+            &mut tx,
+            "/grant:b",
+            &json!({"list": [1, "two", null, {"k": []}]}),
+        )
+        .unwrap();
+        set(&mut tx, "/other", &json!("not a grant")).unwrap();
+        let text = tx.put_object(ROOT, "grant:text", ObjType::Text).unwrap();
+        tx.splice_text(&text, 0, 0, "hello").unwrap();
+        tx.put(ROOT, "grant:counter", ScalarValue::counter(7))
+            .unwrap();
+        tx.commit();
+        let whole = to_json(&doc);
+        assert_eq!(object_to_json(&doc, &ROOT, ObjType::Map), whole);
+        let grants = entries_with_prefix(&doc, "grant:");
+        assert_eq!(grants.len(), 4);
+        for (key, value) in grants {
+            assert_eq!(whole[format!("grant:{key}")], value, "{key}");
+        }
     }
 }

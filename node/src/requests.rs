@@ -388,11 +388,9 @@ impl RepoActor {
             return Vec::new();
         };
         let me = self.device.to_string();
-        json::to_json(index)
-            .as_object()
+        json::entries_with_prefix(index, "asked:")
             .into_iter()
-            .flatten()
-            .filter(|(key, record)| key.starts_with("asked:") && record["device"] == me.as_str())
+            .filter(|(_, record)| record["device"] == me.as_str())
             .map(|(_, record)| AskedRequest {
                 addr: record["addr"].as_str().unwrap_or_default().to_owned(),
                 id: record["id"].as_u64().unwrap_or_default(),

@@ -455,16 +455,7 @@ impl RepoActor {
         let Some(index) = self.hub.docs().get(&self.index) else {
             return Vec::new();
         };
-        let whole = json::to_json(index);
-        whole
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter_map(|(key, value)| {
-                key.strip_prefix(prefix)
-                    .map(|rest| (rest.to_owned(), value.clone()))
-            })
-            .collect()
+        json::entries_with_prefix(index, prefix)
     }
 
     async fn grants(&self) -> Result<Vec<GrantInfo>, NodeError> {
