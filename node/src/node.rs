@@ -439,8 +439,19 @@ impl NodeHandle {
     /// syncs the documents it covers with that person's devices.
     pub async fn accept(&self, code: &str) -> Result<SharedInfo, NodeError> {
         let code = code.to_owned();
-        self.ask(|reply| RepoCommand::Share(ShareCommand::Accept(code, reply)))
-            .await
+        let shared = self
+            .ask(|reply| RepoCommand::Share(ShareCommand::Accept(code, reply)))
+            .await?;
+        // Reach the sharer now rather than at the next redial round. The addresses are
+        // also remembered, so a failed dial here is retried there.
+        for addr in shared
+            .addrs
+            .iter()
+            .filter_map(|a| a.parse::<Multiaddr>().ok())
+        {
+            let _ = self.dial(addr).await;
+        }
+        Ok(shared)
     }
 
     /// What others share with this person.

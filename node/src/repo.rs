@@ -150,6 +150,9 @@ pub struct RefusedEntry {
     pub reason: String,
 }
 
+/// A peer refused again for the same reason within this many seconds is logged quietly.
+const REFUSAL_QUIET: u64 = 600;
+
 /// How many refusals `status` remembers.
 const REFUSALS_KEPT: usize = 100;
 
@@ -658,10 +661,16 @@ impl RepoActor {
                 }
                 Effect::Close { session, reason } => {
                     let peer = self.sessions.remove(&session);
+                    let mut repeated = false;
                     if let (CloseReason::Unauthorized(why), Some(peer)) = (&reason, peer) {
-                        self.note_refused_peer(peer, why.clone());
+                        repeated = !self.note_refused_peer(peer, why.clone());
                     }
-                    tracing::warn!(peer = ?peer.map(|p| p.to_string()), %reason, "closing session");
+                    if repeated {
+                        // A refused peer that keeps redialing would flood the log.
+                        tracing::debug!(peer = ?peer.map(|p| p.to_string()), %reason, "closing session");
+                    } else {
+                        tracing::warn!(peer = ?peer.map(|p| p.to_string()), %reason, "closing session");
+                    }
                     let disconnect = matches!(reason, CloseReason::Unauthorized(_));
                     let _ = self
                         .net
@@ -777,8 +786,11 @@ impl RepoActor {
                     }
                 }
                 Effect::GrantRefused { peer, reason } => {
-                    tracing::warn!(%peer, %reason, "refused a grant");
-                    self.note_refused_peer(peer, format!("grant refused: {reason}"));
+                    if self.note_refused_peer(peer, format!("grant refused: {reason}")) {
+                        tracing::warn!(%peer, %reason, "refused a grant");
+                    } else {
+                        tracing::debug!(%peer, %reason, "refused a grant");
+                    }
                 }
                 Effect::Dropped { peer, doc, reason } => {
                     tracing::warn!(%peer, %doc, %reason, "dropped a message");
@@ -818,15 +830,28 @@ impl RepoActor {
         }
     }
 
-    fn note_refused_peer(&mut self, peer: Did, reason: String) {
+    /// Records a refusal; returns whether it is news: not the same as this peer's previous
+    /// refusal within [`REFUSAL_QUIET`] (then it is worth a warning in the log).
+    fn note_refused_peer(&mut self, peer: Did, reason: String) -> bool {
+        let now = time::now();
+        let text = peer.to_string();
+        let news = !self
+            .refused_peers
+            .iter()
+            .rev()
+            .find(|r| r.peer == text)
+            .is_some_and(|last| {
+                last.reason == reason && now.saturating_sub(last.at) < REFUSAL_QUIET
+            });
         if self.refused_peers.len() == REFUSALS_KEPT {
             self.refused_peers.pop_front();
         }
         self.refused_peers.push_back(RefusedPeer {
-            at: time::now(),
-            peer: peer.to_string(),
+            at: now,
+            peer: text,
             reason,
         });
+        news
     }
 
     /// Closes sessions whose peer has not completed `Hello` within [`HELLO_TIMEOUT`]: a

@@ -31,7 +31,8 @@ pub(crate) fn run(args: Args, data_dir: Option<PathBuf>, out: &mut Output) -> an
             }
             writeln!(
                 w,
-                "On one of your devices run: membrane device link {}",
+                "Next: join with an invitation from one of your devices \
+                 (membrane pair join --qr FILE.png), or run there: membrane device link {}",
                 device.did()
             )
         });

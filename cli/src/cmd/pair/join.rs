@@ -45,6 +45,10 @@ pub(crate) fn run(args: Args, data_dir: Option<PathBuf>, out: &mut Output) -> an
             "Check that the other device shows the code {}.",
             joined.verification_code
         )?;
-        writeln!(w, "Start this device with: membrane run")
+        writeln!(
+            w,
+            "Start this device with: membrane --data-dir {} run",
+            dir.path().display()
+        )
     })
 }
