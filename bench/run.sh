@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Membrane's benchmarks side by side with the systems people would use instead.
 #
-#   bench/run.sh [--quick] [--reps N] [SCENARIO...]     (scenarios: S1 S3 S4 S5 S7 S8 S9 S10)
+#   bench/run.sh [--quick] [--reps N] [--append] [SCENARIO...]
+#                (scenarios: S1 S3 S4 S5 S7 S8 S9 S10; --append adds to the last run's results)
 #
 # Installs what it needs (npm packages into bench/js, Syncthing with apt), builds the
 # harness (release; debug with --quick), runs every scenario N times (default 5; 1 with
@@ -15,13 +16,15 @@ ROOT=$(pwd)
 
 QUICK=""
 REPS=""
+APPEND=""
 SCENARIOS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK="--quick" ;;
     --reps) REPS="$2"; shift ;;
+    --append) APPEND=1 ;;
     S1|S3|S4|S5|S7|S8|S9|S10) SCENARIOS+=("$1") ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "error: unknown argument $1 (see bench/run.sh --help)" >&2; exit 2 ;;
   esac
   shift
@@ -54,7 +57,7 @@ BENCH="$CARGO_TARGET_DIR/$PROFILE/membrane-bench"
 MEMBRANE="$CARGO_TARGET_DIR/$PROFILE/membrane"
 
 OUT=bench/results.jsonl
-: > "$OUT"
+[ -n "$APPEND" ] || : > "$OUT"
 run() { # run LABEL COMMAND...: one measurement process; its JSON lines go to the results
   log "$1"
   shift
