@@ -43,8 +43,15 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 fi
 if [ ! -d bench/js/node_modules ]; then
   log "installing the npm packages into bench/js"
-  (cd bench/js && npm ci --no-audit --no-fund --loglevel=error >&2)
+  # `npm install`, not `npm ci`: the versions are pinned exactly in package.json, and npm ci
+  # refuses a lockfile written where optional platform packages were left out.
+  (cd bench/js && npm install --no-audit --no-fund --loglevel=error >&2)
 fi
+# automerge-wasm slows down sharply once one Node process holds thousands of documents (V8
+# counts its memory as external and garbage-collects harder at every growth); growing its
+# memory up front avoids that. The peers are measured in that, their faster, configuration.
+export BENCH_WASM_PREGROW_MB="${BENCH_WASM_PREGROW_MB:-1024}"
+[ -n "$QUICK" ] && BENCH_WASM_PREGROW_MB=0
 
 # --- Membrane's side ----------------------------------------------------------------------
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
