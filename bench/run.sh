@@ -63,7 +63,10 @@ cargo build -q "${CARGO_PROFILE[@]}" -p membrane-cli >&2
 BENCH="$CARGO_TARGET_DIR/$PROFILE/membrane-bench"
 MEMBRANE="$CARGO_TARGET_DIR/$PROFILE/membrane"
 
-OUT=bench/results.jsonl
+# Quick runs write beside the full run's files, never over them.
+NAME=results
+[ -n "$QUICK" ] && NAME=results-quick
+OUT=bench/$NAME.jsonl
 [ -n "$APPEND" ] || : > "$OUT"
 run() { # run LABEL COMMAND...: one measurement process; its JSON lines go to the results
   log "$1"
@@ -124,5 +127,5 @@ for rep in $(seq 1 "$REPS"); do
 done
 
 HEADER="Run $(date -u +%Y-%m-%d) on $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -m); $REPS repetition(s)${QUICK:+, quick mode (small sizes)}"
-"$BENCH" table --input "$OUT" --json bench/results.json --markdown bench/results.md --header "$HEADER"
-cat bench/results.md
+"$BENCH" table --input "$OUT" --json "bench/$NAME.json" --markdown "bench/$NAME.md" --header "$HEADER"
+cat "bench/$NAME.md"
