@@ -2,7 +2,8 @@
 //!
 //! - `ucan` cold: decode three delegations from their bytes and validate the chain (three
 //!   Ed25519 signatures, links, times, policy). Warm: the same with a signature cache that
-//!   has seen these delegations (what a node does for a peer's chain on every message).
+//!   has seen these delegations (the node does not use this cache yet; it validates a
+//!   peer's chain when a session starts).
 //! - `ed25519`: the floor: three signatures verified one by one, and as one batch.
 //! - `biscuit`: a biscuit-auth 6 token with three blocks (authority and two attenuating
 //!   checks), parsed, signature-checked and authorized.

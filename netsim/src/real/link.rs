@@ -131,6 +131,8 @@ impl Link {
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         let Ok((inbound, _)) = listener.accept().await else {
+            // Out of descriptors, say: back off rather than spin.
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let target = *shared.target.lock().expect("not poisoned");
