@@ -100,6 +100,114 @@ impl PublicKey {
     }
 }
 
+/// One signature of a batch: who signed, what, and the signature.
+pub(crate) type SignedMessage<'a> = (&'a PublicKey, &'a [u8], &'a Signature);
+
+/// Verifies several signatures with one batch equation; `Ok` means each one verifies.
+///
+/// Batching only pays off when everything is valid, so the verdict is all or nothing: on
+/// `Err`, verify the signatures one by one with [`PublicKey::verify`] to learn which is bad.
+/// `Err` is also returned, without any curve arithmetic, when a key or signature is one that
+/// [`PublicKey::verify`] (`verify_strict`) refuses on sight: a weak (small-order) key, a
+/// non-canonical `s`, or an `R` that is not canonically encoded or is of small order.
+///
+/// # Randomness
+///
+/// A batch equation needs a random weight per signature, or a forger could pick
+/// signatures whose errors cancel out. ed25519-dalek 3.0's `verify_batch` takes no RNG: it
+/// derives the 128-bit weights from a STROBE-based Merlin transcript of every input
+/// (`H(R‖A‖M)` and `s` of each signature), finalized with an all-zero "RNG". So the
+/// weights are deterministic (this crate stays pure; nothing is read from the OS) and still
+/// unpredictable to whoever made the signatures: changing any input changes every weight,
+/// so a batch holding a bad signature passes only if a 128-bit hash output lands on one
+/// value, about 2^-128 per attempt, which no amount of offline grinding can reach. We
+/// rely on that derivation rather than passing in randomness: it is what dalek tests and
+/// documents, and it keeps validation a pure function of the chain.
+///
+/// # What differs from `verify_strict`
+///
+/// The batch equation is cofactorless like `verify_strict`, and the checks above give the
+/// same verdict on small-order keys, small-order `R` and non-canonical encodings. What no
+/// batch can check cheaply is a *mixed-order* `R` or key (a prime-order point plus a
+/// torsion point): `verify_strict` refuses such a signature unless the torsion cancels
+/// exactly, while the weighted sum cancels it with probability at least 1/8 (and, the
+/// weights being derived from the whole batch, such a signature may pass in one chain and
+/// fail in another). Making such a signature needs the signer's secret key (the challenge
+/// hash binds the bytes of `R` and of the key, so nobody else can move a valid signature
+/// into this class, and a token's CID cannot be changed this way by a third party), and a
+/// signer can always sign a fresh, valid token instead, so this grants no authority that
+/// the signer could not grant anyway. Honest signers never produce such points.
+pub(crate) fn verify_batch(signed: &[SignedMessage<'_>]) -> Result<(), BadSignature> {
+    let mut messages = Vec::with_capacity(signed.len());
+    let mut signatures = Vec::with_capacity(signed.len());
+    let mut keys = Vec::with_capacity(signed.len());
+    for &(key, message, signature) in signed {
+        let (r, s) = signature.0.split_at(32);
+        if key.0.is_weak() || !scalar_is_canonical(s) || !r_is_acceptable(r) {
+            return Err(BadSignature);
+        }
+        messages.push(message);
+        signatures.push(ed25519_dalek::Signature::from_bytes(&signature.0));
+        keys.push(key.0);
+    }
+    ed25519_dalek::verify_batch(&messages, &signatures, &keys).map_err(|_| BadSignature)
+}
+
+/// ℓ, the order of the Ed25519 base point, little-endian.
+const GROUP_ORDER: [u8; 32] = [
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+
+/// Whether the 32 little-endian bytes `s` are below ℓ (the only form `verify_strict` takes).
+fn scalar_is_canonical(s: &[u8]) -> bool {
+    // Compare from the most significant byte down.
+    for (byte, bound) in s.iter().rev().zip(GROUP_ORDER.iter().rev()) {
+        if byte != bound {
+            return byte < bound;
+        }
+    }
+    false
+}
+
+/// The `y` coordinates (little-endian, sign bit clear) of the eight points of small order:
+/// 1 (the identity), −1 (order 2), 0 (order 4) and ±y₈ (order 8). Every point with one of
+/// these `y` has small order, whatever the sign bit of `x`.
+const SMALL_ORDER_Y: [[u8; 32]; 5] = [
+    [
+        1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        0, 0,
+    ],
+    [
+        0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        0xff, 0x7f,
+    ],
+    [0; 32],
+    [
+        0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98,
+        0xf0, 0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53,
+        0xfc, 0x05,
+    ],
+    [
+        0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67,
+        0x0f, 0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac,
+        0x03, 0x7a,
+    ],
+];
+
+/// Whether a signature's `R` can be batched: its `y` is below p = 2^255 − 19 (`verify_strict`
+/// compares `R` byte for byte with a canonical encoding, so any other form fails) and it
+/// is not a point of small order (which `verify_strict` refuses).
+fn r_is_acceptable(r: &[u8]) -> bool {
+    let mut y = [0u8; 32];
+    y.copy_from_slice(r);
+    y[31] &= 0x7f;
+    // y ≥ p only when every byte but the lowest is at its maximum and the lowest is ≥ 0xed.
+    let at_least_p = y[31] == 0x7f && y[1..31].iter().all(|&byte| byte == 0xff) && y[0] >= 0xed;
+    !at_least_p && !SMALL_ORDER_Y.contains(&y)
+}
+
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "PublicKey({})", self.to_did())
@@ -241,6 +349,140 @@ mod tests {
         assert_eq!(back.expose_seed(), key.expose_seed());
         assert!(SecretKey::from_key_file_text("zzzz").is_err());
         assert!(SecretKey::from_key_file_text("").is_err());
+    }
+
+    /// Three keys, each signing its own message.
+    fn signed_set() -> Vec<(PublicKey, Vec<u8>, Signature)> {
+        (1..=3u8)
+            .map(|n| {
+                let key = SecretKey::from_seed([n; 32]);
+                let message = vec![n; 100 * usize::from(n)];
+                let signature = key.sign(&message);
+                (key.public(), message, signature)
+            })
+            .collect()
+    }
+
+    fn batch_of(set: &[(PublicKey, Vec<u8>, Signature)]) -> Result<(), BadSignature> {
+        let batch: Vec<SignedMessage<'_>> = set
+            .iter()
+            .map(|(key, message, signature)| (key, message.as_slice(), signature))
+            .collect();
+        verify_batch(&batch)
+    }
+
+    #[test]
+    fn a_batch_verifies_exactly_when_every_signature_does() {
+        let set = signed_set();
+        assert_eq!(batch_of(&set), Ok(()));
+        for bad in 0..set.len() {
+            let mut set = signed_set();
+            // A well-formed signature by the right key, over other bytes.
+            set[bad].2 = SecretKey::from_seed([bad as u8 + 1; 32]).sign(b"something else");
+            for (index, (key, message, signature)) in set.iter().enumerate() {
+                assert_eq!(key.verify(message, signature).is_ok(), index != bad);
+            }
+            assert_eq!(batch_of(&set), Err(BadSignature), "bad signature at {bad}");
+        }
+    }
+
+    #[test]
+    fn a_weak_key_is_refused_before_batching() {
+        // The identity point as key, `R` = identity and `s` = 0 satisfy the cofactorless
+        // equation [s]B = R + [k]A for every message.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let weak = PublicKey::from_bytes(&identity).expect("the identity is a curve point");
+        let mut forged = [0u8; 64];
+        forged[..32].copy_from_slice(&identity);
+        let forged = Signature(forged);
+        let message = b"anything at all";
+        assert_eq!(weak.verify(message, &forged), Err(BadSignature));
+        // Without the check, dalek's batch equation accepts the forgery.
+        assert!(
+            ed25519_dalek::verify_batch(
+                &[message.as_slice()],
+                &[ed25519_dalek::Signature::from_bytes(&forged.0)],
+                &[weak.0],
+            )
+            .is_ok()
+        );
+        let mut set = signed_set();
+        set[1] = (weak, message.to_vec(), forged);
+        assert_eq!(batch_of(&set), Err(BadSignature));
+    }
+
+    #[test]
+    fn a_non_canonical_s_is_refused() {
+        let mut set = signed_set();
+        // s + ℓ is the same scalar mod ℓ, written differently (s < ℓ < 2^253, so no
+        // carry leaves the 32 bytes).
+        let mut carry = 0u16;
+        for (byte, add) in set[2].2.0[32..].iter_mut().zip(GROUP_ORDER) {
+            let sum = u16::from(*byte) + u16::from(add) + carry;
+            *byte = sum as u8;
+            carry = sum >> 8;
+        }
+        assert_eq!(carry, 0);
+        let (key, message, signature) = &set[2];
+        assert_eq!(key.verify(message, signature), Err(BadSignature));
+        assert!(!scalar_is_canonical(&signature.0[32..]));
+        assert_eq!(batch_of(&set), Err(BadSignature));
+    }
+
+    #[test]
+    fn the_group_order_constant_is_l() {
+        // ℓ = 2^252 + 27742317777372353535851937790883648493.
+        let low = 27_742_317_777_372_353_535_851_937_790_883_648_493u128.to_le_bytes();
+        assert_eq!(GROUP_ORDER[..16], low);
+        assert!(GROUP_ORDER[16..31].iter().all(|&byte| byte == 0));
+        assert_eq!(GROUP_ORDER[31], 0x10);
+        let mut below = GROUP_ORDER;
+        below[0] -= 1;
+        assert!(scalar_is_canonical(&below));
+        assert!(!scalar_is_canonical(&GROUP_ORDER));
+        assert!(scalar_is_canonical(&[0; 32]));
+        assert!(!scalar_is_canonical(&[0xff; 32]));
+    }
+
+    #[test]
+    fn the_small_order_list_names_all_eight_small_order_points() {
+        let mut canonical = std::collections::HashSet::new();
+        for y in SMALL_ORDER_Y {
+            assert!(!r_is_acceptable(&y));
+            for sign in [0u8, 0x80] {
+                let mut encoding = y;
+                encoding[31] |= sign;
+                assert!(!r_is_acceptable(&encoding));
+                // Both signs of x exist except where x = 0 (y = ±1).
+                if let Ok(point) = VerifyingKey::from_bytes(&encoding) {
+                    assert!(point.is_weak(), "{encoding:02x?}");
+                    if sign == 0 || !(y == SMALL_ORDER_Y[0] || y == SMALL_ORDER_Y[1]) {
+                        canonical.insert(encoding);
+                    }
+                }
+            }
+        }
+        // The curve has exactly eight points of small order, so these are all of them.
+        assert_eq!(canonical.len(), 8);
+    }
+
+    #[test]
+    fn r_must_be_canonically_encoded() {
+        let mut p = [0xff; 32];
+        p[0] = 0xed;
+        p[31] = 0x7f;
+        for low in [0xed, 0xee, 0xff] {
+            let mut y = p;
+            y[0] = low;
+            assert!(!r_is_acceptable(&y), "y = p + {}", low - 0xed);
+        }
+        let mut below_p = p;
+        below_p[0] = 0xea;
+        assert!(r_is_acceptable(&below_p));
+        for (_, _, signature) in signed_set() {
+            assert!(r_is_acceptable(&signature.0[..32]));
+        }
     }
 
     #[test]

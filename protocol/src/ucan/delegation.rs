@@ -40,13 +40,13 @@ pub struct DelegationPayload {
 }
 
 impl DelegationPayload {
-    fn from_fields(mut fields: Fields) -> Result<Self, DecodeError> {
+    fn from_fields(mut fields: Fields<'_>) -> Result<Self, DecodeError> {
         let payload = Self {
             issuer: fields.did("iss")?,
             audience: fields.did("aud")?,
             subject: fields.nullable_did("sub")?,
             command: fields.command()?,
-            policy: Policy::from_ipld(&Ipld::List(fields.list("pol")?))
+            policy: Policy::from_statements(fields.list("pol")?)
                 .map_err(|error| DecodeError::bad_field("pol", error))?,
             nonce: fields.bytes("nonce")?,
             meta: fields.optional_map("meta")?,
@@ -92,8 +92,13 @@ impl Delegation {
                 found: envelope.kind.tag().to_owned(),
             });
         }
-        let payload = DelegationPayload::from_fields(Fields::new(envelope.payload.clone()))?;
+        let payload = DelegationPayload::from_fields(Fields::new(&envelope.payload))?;
         Ok(Self { envelope, payload })
+    }
+
+    /// The signed envelope.
+    pub(crate) fn envelope(&self) -> &Envelope {
+        &self.envelope
     }
 
     /// The claims.

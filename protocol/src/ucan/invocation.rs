@@ -43,7 +43,7 @@ pub struct InvocationPayload {
 }
 
 impl InvocationPayload {
-    fn from_fields(mut fields: Fields) -> Result<Self, DecodeError> {
+    fn from_fields(mut fields: Fields<'_>) -> Result<Self, DecodeError> {
         let payload = Self {
             issuer: fields.did("iss")?,
             subject: fields.did("sub")?,
@@ -100,8 +100,13 @@ impl Invocation {
                 found: envelope.kind.tag().to_owned(),
             });
         }
-        let payload = InvocationPayload::from_fields(Fields::new(envelope.payload.clone()))?;
+        let payload = InvocationPayload::from_fields(Fields::new(&envelope.payload))?;
         Ok(Self { envelope, payload })
+    }
+
+    /// The signed envelope.
+    pub(crate) fn envelope(&self) -> &Envelope {
+        &self.envelope
     }
 
     /// The claims.

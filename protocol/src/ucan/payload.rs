@@ -8,26 +8,37 @@ use ipld_core::ipld::Ipld;
 use super::{Command, DecodeError, MAX_SAFE_INTEGER, UnixTime};
 use crate::did::Did;
 
-/// A payload map being taken apart field by field; leftovers are unknown fields.
-pub(crate) struct Fields(BTreeMap<String, Ipld>);
+/// A payload map read field by field; fields never read are unknown fields.
+///
+/// It borrows the map: values are copied out only where the payload keeps them.
+pub(crate) struct Fields<'a> {
+    map: &'a BTreeMap<String, Ipld>,
+    /// The fields read so far that were present.
+    read: Vec<&'static str>,
+}
 
-impl Fields {
-    pub(crate) fn new(map: BTreeMap<String, Ipld>) -> Self {
-        Self(map)
+impl<'a> Fields<'a> {
+    pub(crate) fn new(map: &'a BTreeMap<String, Ipld>) -> Self {
+        Self {
+            map,
+            read: Vec::with_capacity(map.len()),
+        }
     }
 
-    fn take(&mut self, field: &'static str) -> Option<Ipld> {
-        self.0.remove(field)
+    fn take(&mut self, field: &'static str) -> Option<&'a Ipld> {
+        let value = self.map.get(field)?;
+        self.read.push(field);
+        Some(value)
     }
 
-    fn required(&mut self, field: &'static str) -> Result<Ipld, DecodeError> {
+    fn required(&mut self, field: &'static str) -> Result<&'a Ipld, DecodeError> {
         self.take(field).ok_or(DecodeError::MissingField(field))
     }
 
     pub(crate) fn did(&mut self, field: &'static str) -> Result<Did, DecodeError> {
         match self.required(field)? {
             Ipld::String(text) => {
-                Did::parse_in_token(&text).map_err(|e| DecodeError::bad_did(field, e))
+                Did::parse_in_token(text).map_err(|e| DecodeError::bad_did(field, e))
             }
             _ => Err(DecodeError::bad_field(field, "expected a DID string")),
         }
@@ -37,7 +48,7 @@ impl Fields {
     pub(crate) fn nullable_did(&mut self, field: &'static str) -> Result<Option<Did>, DecodeError> {
         match self.required(field)? {
             Ipld::Null => Ok(None),
-            Ipld::String(text) => Did::parse_in_token(&text)
+            Ipld::String(text) => Did::parse_in_token(text)
                 .map(Some)
                 .map_err(|e| DecodeError::bad_did(field, e)),
             _ => Err(DecodeError::bad_field(
@@ -50,7 +61,7 @@ impl Fields {
     pub(crate) fn optional_did(&mut self, field: &'static str) -> Result<Option<Did>, DecodeError> {
         match self.take(field) {
             None => Ok(None),
-            Some(Ipld::String(text)) => Did::parse_in_token(&text)
+            Some(Ipld::String(text)) => Did::parse_in_token(text)
                 .map(Some)
                 .map_err(|e| DecodeError::bad_did(field, e)),
             Some(_) => Err(DecodeError::bad_field(field, "expected a DID string")),
@@ -66,7 +77,7 @@ impl Fields {
 
     pub(crate) fn bytes(&mut self, field: &'static str) -> Result<Vec<u8>, DecodeError> {
         match self.required(field)? {
-            Ipld::Bytes(bytes) => Ok(bytes),
+            Ipld::Bytes(bytes) => Ok(bytes.clone()),
             _ => Err(DecodeError::bad_field(field, "expected bytes")),
         }
     }
@@ -96,7 +107,7 @@ impl Fields {
         field: &'static str,
     ) -> Result<BTreeMap<String, Ipld>, DecodeError> {
         match self.required(field)? {
-            Ipld::Map(map) => Ok(map),
+            Ipld::Map(map) => Ok(map.clone()),
             _ => Err(DecodeError::bad_field(field, "expected a map")),
         }
     }
@@ -107,12 +118,12 @@ impl Fields {
     ) -> Result<Option<BTreeMap<String, Ipld>>, DecodeError> {
         match self.take(field) {
             None => Ok(None),
-            Some(Ipld::Map(map)) => Ok(Some(map)),
+            Some(Ipld::Map(map)) => Ok(Some(map.clone())),
             Some(_) => Err(DecodeError::bad_field(field, "expected a map")),
         }
     }
 
-    pub(crate) fn list(&mut self, field: &'static str) -> Result<Vec<Ipld>, DecodeError> {
+    pub(crate) fn list(&mut self, field: &'static str) -> Result<&'a [Ipld], DecodeError> {
         match self.required(field)? {
             Ipld::List(list) => Ok(list),
             _ => Err(DecodeError::bad_field(field, "expected a list")),
@@ -121,9 +132,9 @@ impl Fields {
 
     pub(crate) fn links(&mut self, field: &'static str) -> Result<Vec<Cid>, DecodeError> {
         self.list(field)?
-            .into_iter()
+            .iter()
             .map(|item| match item {
-                Ipld::Link(cid) => Ok(cid),
+                Ipld::Link(cid) => Ok(*cid),
                 _ => Err(DecodeError::bad_field(
                     field,
                     "expected a list of CID links",
@@ -138,22 +149,29 @@ impl Fields {
     ) -> Result<Option<Cid>, DecodeError> {
         match self.take(field) {
             None => Ok(None),
-            Some(Ipld::Link(cid)) => Ok(Some(cid)),
+            Some(Ipld::Link(cid)) => Ok(Some(*cid)),
             Some(_) => Err(DecodeError::bad_field(field, "expected a CID link")),
         }
     }
 
-    /// Fails on any field the caller did not take.
+    /// Fails on the first field (in map order) the caller did not read.
     pub(crate) fn finish(self) -> Result<(), DecodeError> {
-        match self.0.into_keys().next() {
+        if self.read.len() == self.map.len() {
+            return Ok(());
+        }
+        match self
+            .map
+            .keys()
+            .find(|key| !self.read.contains(&key.as_str()))
+        {
             None => Ok(()),
-            Some(unknown) => Err(DecodeError::UnknownField(unknown)),
+            Some(unknown) => Err(DecodeError::UnknownField(unknown.clone())),
         }
     }
 }
 
-fn time_value(field: &'static str, value: Ipld) -> Result<UnixTime, DecodeError> {
-    match value {
+fn time_value(field: &'static str, value: &Ipld) -> Result<UnixTime, DecodeError> {
+    match *value {
         Ipld::Integer(seconds) if (0..=i128::from(MAX_SAFE_INTEGER)).contains(&seconds) => {
             Ok(seconds as UnixTime)
         }

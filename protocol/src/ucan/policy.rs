@@ -151,6 +151,11 @@ impl Policy {
         let Ipld::List(items) = value else {
             return Err(malformed("a policy is a list of statements"));
         };
+        Self::from_statements(items)
+    }
+
+    /// Parses the statements of the IPLD form.
+    pub(crate) fn from_statements(items: &[Ipld]) -> Result<Self, PolicyError> {
         let mut budget = MAX_POLICY_STATEMENTS;
         items
             .iter()

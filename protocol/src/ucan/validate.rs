@@ -11,14 +11,29 @@
 //!    each command covers the next one's;
 //! 5. the last audience is the invoker;
 //! 6. the invoked command is covered and every policy in the chain holds on `args`.
+//!
+//! Signatures are checked as one batch (see [`crate::key::verify_batch`]), which costs
+//! about three quarters of checking them one by one. The outcome, error included, is the
+//! one the walk above gives: the checks that need no signature run first; the
+//! signatures of every token up to the first failing check (all of them when none fails)
+//! are then verified together, and only when that batch fails are they verified one by
+//! one, in walk order, to name the first bad one. So a bad signature is still reported
+//! before any later error, and a later error still wins when every signature before it is
+//! good.
 
 use std::collections::{BTreeMap, HashMap};
 
 use cid::Cid;
 use ipld_core::ipld::Ipld;
 
-use super::{Command, Delegation, Invocation, MAX_CHAIN_DEPTH, Policy, RevocationSet, UnixTime};
-use crate::did::Did;
+use super::{
+    Command, Delegation, Invocation, MAX_CHAIN_DEPTH, Policy, RevocationSet, UnixTime,
+    envelope::Envelope,
+};
+use crate::{
+    did::Did,
+    key::{self, PublicKey, Signature},
+};
 
 /// Why a chain is not valid. [`ValidationError::name`] gives the spec's error name.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
@@ -295,17 +310,10 @@ impl<'a> Validator<'a> {
         Ok(())
     }
 
-    fn check_proof(&self, proof: &Delegation) -> Result<(), ValidationError> {
+    /// Everything [`Validator::walk`] checks about one proof on its own except its signature:
+    /// time and revocation.
+    fn check_proof_unsigned(&self, proof: &Delegation) -> Result<(), ValidationError> {
         let payload = proof.payload();
-        let cid = proof.cid();
-        if !self.verified.is_some_and(|cache| cache.contains(&cid)) {
-            proof
-                .verify_signature()
-                .map_err(|_| ValidationError::InvalidSignature(cid))?;
-            if let Some(cache) = self.verified {
-                cache.insert(cid);
-            }
-        }
         self.check_time(proof.cid(), payload.expiration, payload.not_before)?;
         if self
             .revocations
@@ -326,21 +334,39 @@ impl<'a> Validator<'a> {
         if payload.proofs.len() > MAX_CHAIN_DEPTH {
             return Err(ValidationError::ChainTooDeep(payload.proofs.len()));
         }
-        invocation
-            .verify_signature()
-            .map_err(|_| ValidationError::InvalidSignature(invocation.cid()))?;
-        self.check_time(invocation.cid(), payload.expiration, None)?;
-        let proofs = payload
-            .proofs
-            .iter()
-            .map(|cid| {
-                store
-                    .proof(cid)
-                    .ok_or(ValidationError::UnavailableProof(*cid))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-
-        let walked = self.walk(&payload.subject, &proofs)?;
+        // In walk order: the invocation's signature, its `exp`, the proofs' availability,
+        // then each proof. Signatures are verified up to the first failing check.
+        let invocation_signed = Signed::invocation(invocation);
+        let proofs = self
+            .check_time(invocation.cid(), payload.expiration, None)
+            .and_then(|()| {
+                payload
+                    .proofs
+                    .iter()
+                    .map(|cid| {
+                        store
+                            .proof(cid)
+                            .ok_or(ValidationError::UnavailableProof(*cid))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            });
+        let proofs = match proofs {
+            Ok(proofs) => proofs,
+            Err(error) => {
+                self.verify_signatures(&[invocation_signed])?;
+                return Err(error);
+            }
+        };
+        let walked = self.walk(&payload.subject, &proofs);
+        let signed: Vec<Signed<'_>> = std::iter::once(invocation_signed)
+            .chain(
+                proofs[..walked_prefix(&walked, proofs.len())]
+                    .iter()
+                    .map(|proof| Signed::proof(proof)),
+            )
+            .collect();
+        self.verify_signatures(&signed)?;
+        let walked = walked.map_err(|(_, error)| error)?;
         if walked.audience != payload.issuer {
             return Err(if proofs.is_empty() {
                 ValidationError::InvalidClaim(format!(
@@ -383,13 +409,20 @@ impl<'a> Validator<'a> {
         };
         let Some(subject) = root.payload().subject else {
             // Signature and time still come first, as for every proof.
-            self.check_proof(root)?;
+            self.verify_signatures(&[Signed::proof(root)])?;
+            self.check_proof_unsigned(root)?;
             return Err(ValidationError::InvalidClaim(
                 "a powerline cannot be the root of a chain".into(),
             ));
         };
         let proofs: Vec<&Delegation> = chain.iter().collect();
-        let walked = self.walk(&subject, &proofs)?;
+        let walked = self.walk(&subject, &proofs);
+        let signed: Vec<Signed<'_>> = proofs[..walked_prefix(&walked, proofs.len())]
+            .iter()
+            .map(|proof| Signed::proof(proof))
+            .collect();
+        self.verify_signatures(&signed)?;
+        let walked = walked.map_err(|(_, error)| error)?;
         Ok(ValidChain {
             subject: Some(subject),
             audience: walked.audience,
@@ -401,9 +434,67 @@ impl<'a> Validator<'a> {
         })
     }
 
-    /// Walks proofs root first for `subject`; returns the final audience and what the
-    /// chain accumulated.
-    fn walk(&self, subject: &Did, proofs: &[&Delegation]) -> Result<Walked, ValidationError> {
+    /// Verifies the signatures of `signed`, given in walk order, and records the proofs
+    /// among them in the signature cache. The error names the first one that does not
+    /// verify.
+    fn verify_signatures(&self, signed: &[Signed<'_>]) -> Result<(), ValidationError> {
+        let pending: Vec<&Signed<'_>> = signed
+            .iter()
+            .filter(|token| {
+                !(token.is_proof
+                    && self
+                        .verified
+                        .is_some_and(|cache| cache.contains(&token.cid)))
+            })
+            .collect();
+        // A key that is not a curve point or a signature that is not 64 bytes can never
+        // verify; such a token is left to the one-by-one pass, which reports it.
+        let parts: Vec<Option<(PublicKey, Signature)>> = pending
+            .iter()
+            .map(|token| {
+                let key = token.issuer.public_key().ok()?;
+                let signature = Signature::from_slice(&token.envelope.signature).ok()?;
+                Some((key, signature))
+            })
+            .collect();
+        let batched = pending.len() > 1 && {
+            let batch: Option<Vec<key::SignedMessage<'_>>> = pending
+                .iter()
+                .zip(&parts)
+                .map(|(token, parts)| {
+                    parts
+                        .as_ref()
+                        .map(|(key, signature)| (key, token.envelope.signed_bytes(), signature))
+                })
+                .collect();
+            batch.is_some_and(|batch| key::verify_batch(&batch).is_ok())
+        };
+        for (token, parts) in pending.iter().zip(&parts) {
+            if !batched {
+                let verified = parts.as_ref().is_some_and(|(key, signature)| {
+                    key.verify(token.envelope.signed_bytes(), signature).is_ok()
+                });
+                if !verified {
+                    return Err(ValidationError::InvalidSignature(token.cid));
+                }
+            }
+            if token.is_proof
+                && let Some(cache) = self.verified
+            {
+                cache.insert(token.cid);
+            }
+        }
+        Ok(())
+    }
+
+    /// Walks proofs root first for `subject`, checking everything but signatures; returns
+    /// the final audience and what the chain accumulated, or the index of the proof that
+    /// failed a check, with the error.
+    fn walk(
+        &self,
+        subject: &Did,
+        proofs: &[&Delegation],
+    ) -> Result<Walked, (usize, ValidationError)> {
         let mut walked = Walked {
             audience: *subject,
             command: None,
@@ -412,49 +503,100 @@ impl<'a> Validator<'a> {
             valid_until: None,
         };
         for (index, proof) in proofs.iter().enumerate() {
-            self.check_proof(proof)?;
-            let payload = proof.payload();
-            match &payload.subject {
-                None if index == 0 => {
-                    return Err(ValidationError::InvalidClaim(format!(
-                        "the root delegation {} is a powerline",
-                        proof.cid()
-                    )));
-                }
-                Some(sub) if sub != subject => {
-                    return Err(ValidationError::InvalidSubject(format!(
-                        "{} is about {sub}, not {subject}",
-                        proof.cid()
-                    )));
-                }
-                _ => {}
-            }
-            if payload.issuer != walked.audience {
-                return Err(ValidationError::InvalidAudience(format!(
-                    "{} is issued by {}, expected {}",
-                    proof.cid(),
-                    payload.issuer,
-                    walked.audience
-                )));
-            }
-            if let Some(parent) = &walked.command
-                && !parent.covers(&payload.command)
-            {
-                return Err(ValidationError::InvalidClaim(format!(
-                    "{} widens the command from {parent} to {}",
-                    proof.cid(),
-                    payload.command
-                )));
-            }
-            walked.audience = payload.audience;
-            walked.command = Some(payload.command.clone());
-            walked.issuers.push(payload.issuer);
-            walked.valid_until = min_time(walked.valid_until, payload.expiration);
-            if !payload.policy.is_empty() {
-                walked.policies.push((proof.cid(), payload.policy.clone()));
-            }
+            self.walk_one(subject, index, proof, &mut walked)
+                .map_err(|error| (index, error))?;
         }
         Ok(walked)
+    }
+
+    /// One step of [`Validator::walk`].
+    fn walk_one(
+        &self,
+        subject: &Did,
+        index: usize,
+        proof: &Delegation,
+        walked: &mut Walked,
+    ) -> Result<(), ValidationError> {
+        self.check_proof_unsigned(proof)?;
+        let payload = proof.payload();
+        match &payload.subject {
+            None if index == 0 => {
+                return Err(ValidationError::InvalidClaim(format!(
+                    "the root delegation {} is a powerline",
+                    proof.cid()
+                )));
+            }
+            Some(sub) if sub != subject => {
+                return Err(ValidationError::InvalidSubject(format!(
+                    "{} is about {sub}, not {subject}",
+                    proof.cid()
+                )));
+            }
+            _ => {}
+        }
+        if payload.issuer != walked.audience {
+            return Err(ValidationError::InvalidAudience(format!(
+                "{} is issued by {}, expected {}",
+                proof.cid(),
+                payload.issuer,
+                walked.audience
+            )));
+        }
+        if let Some(parent) = &walked.command
+            && !parent.covers(&payload.command)
+        {
+            return Err(ValidationError::InvalidClaim(format!(
+                "{} widens the command from {parent} to {}",
+                proof.cid(),
+                payload.command
+            )));
+        }
+        walked.audience = payload.audience;
+        walked.command = Some(payload.command.clone());
+        walked.issuers.push(payload.issuer);
+        walked.valid_until = min_time(walked.valid_until, payload.expiration);
+        if !payload.policy.is_empty() {
+            walked.policies.push((proof.cid(), payload.policy.clone()));
+        }
+        Ok(())
+    }
+}
+
+/// How many proofs, from the root, have their signatures checked before the walk's
+/// outcome is known: all of them, or those up to and including the one that failed.
+fn walked_prefix(walked: &Result<Walked, (usize, ValidationError)>, len: usize) -> usize {
+    match walked {
+        Ok(_) => len,
+        Err((index, _)) => index + 1,
+    }
+}
+
+/// A token whose signature is to be checked.
+struct Signed<'t> {
+    cid: Cid,
+    issuer: Did,
+    envelope: &'t Envelope,
+    /// Proofs are remembered in the [`VerifiedSignatures`] cache; invocations are not.
+    is_proof: bool,
+}
+
+impl<'t> Signed<'t> {
+    fn proof(proof: &'t Delegation) -> Self {
+        Self {
+            cid: proof.cid(),
+            issuer: proof.payload().issuer,
+            envelope: proof.envelope(),
+            is_proof: true,
+        }
+    }
+
+    fn invocation(invocation: &'t Invocation) -> Self {
+        Self {
+            cid: invocation.cid(),
+            issuer: invocation.payload().issuer,
+            envelope: invocation.envelope(),
+            is_proof: false,
+        }
     }
 }
 
