@@ -413,12 +413,17 @@ impl Sim {
         )
         .expect("a fresh document takes puts");
         // Created before the run starts its clocks: durable at once.
-        n.durable.insert(id, vec![doc.save()]);
+        let saved = doc.save();
+        n.durable.insert(id, vec![saved.clone()]);
         n.hub.docs_mut().insert(id, doc);
         let now = self.unix_secs(node);
-        let effects = self.nodes[node]
-            .hub
-            .handle(now, Input::LocalChange { doc: id });
+        let effects = self.nodes[node].hub.handle(
+            now,
+            Input::LocalChange {
+                doc: id,
+                changes: saved,
+            },
+        );
         self.carry_out(node, effects);
     }
 
@@ -539,13 +544,15 @@ impl Sim {
         n.unflushed.push(Unflushed {
             due,
             doc,
-            data,
+            data: data.clone(),
             snapshot: false,
             write: Some((key.to_owned(), value.to_owned())),
         });
         self.schedule(self.net.store_delay_ms, Event::Flush { node });
         let now = self.unix_secs(node);
-        let effects = self.nodes[node].hub.handle(now, Input::LocalChange { doc });
+        let effects = self.nodes[node]
+            .hub
+            .handle(now, Input::LocalChange { doc, changes: data });
         self.carry_out(node, effects);
         self.after_input(node);
         true
@@ -561,9 +568,13 @@ impl Sim {
         let person = n.person;
         self.persons[person].docs.push(id);
         let now = self.unix_secs(node);
-        let effects = self.nodes[node]
-            .hub
-            .handle(now, Input::LocalChange { doc: id });
+        let effects = self.nodes[node].hub.handle(
+            now,
+            Input::LocalChange {
+                doc: id,
+                changes: saved.to_vec(),
+            },
+        );
         self.carry_out(node, effects);
         id
     }
@@ -589,13 +600,15 @@ impl Sim {
         n.unflushed.push(Unflushed {
             due,
             doc,
-            data,
+            data: data.clone(),
             snapshot: false,
             write: None,
         });
         self.schedule(self.net.store_delay_ms, Event::Flush { node });
         let now = self.unix_secs(node);
-        let effects = self.nodes[node].hub.handle(now, Input::LocalChange { doc });
+        let effects = self.nodes[node]
+            .hub
+            .handle(now, Input::LocalChange { doc, changes: data });
         self.carry_out(node, effects);
         self.after_input(node);
     }
@@ -931,7 +944,7 @@ impl Sim {
                     *self.stats.close_reasons.entry(why).or_default() += 1;
                     self.break_conn(session.0);
                 }
-                Effect::StoreChanges { doc, data } | Effect::StoreSnapshot { doc, data } => {
+                Effect::StoreChanges { doc, data } | Effect::StoreSnapshot { doc, data, .. } => {
                     let snapshot = is_snapshot;
                     let due = self.now + self.net.store_delay_ms;
                     self.nodes[node].unflushed.push(Unflushed {
@@ -1149,6 +1162,7 @@ impl Sim {
                 DocMessage::Sync { message, .. } => {
                     automerge::sync::Message::decode(message).is_ok_and(|m| !m.changes.is_empty())
                 }
+                DocMessage::Changes { changes, .. } => !changes.is_empty(),
             };
             if !carries {
                 continue;

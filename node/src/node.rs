@@ -191,7 +191,6 @@ impl Node {
             last_heads: HashMap::new(),
             incoming: incoming.clone(),
             receiving: HashMap::new(),
-            from_session: None,
             listen: Vec::new(),
             sessions: HashMap::new(),
             quarantined: loaded.quarantined,

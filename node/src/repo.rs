@@ -446,8 +446,6 @@ pub(crate) struct RepoActor {
     pub(crate) incoming: std::sync::Arc<Incoming>,
     /// Per session, how many announced new documents have not arrived yet.
     pub(crate) receiving: HashMap<SessionId, usize>,
-    /// The session whose frame is being handled, if any.
-    pub(crate) from_session: Option<SessionId>,
     pub(crate) listen: Vec<Multiaddr>,
     pub(crate) sessions: HashMap<SessionId, Did>,
     pub(crate) quarantined: Vec<(DocumentId, String)>,
@@ -479,6 +477,9 @@ pub(crate) struct RepoActor {
     /// Sources whose views must be brought up to date.
     pub(crate) stale_views: std::collections::BTreeSet<DocumentId>,
 }
+
+/// Most frames handled as one batch.
+const MAX_FRAME_BATCH: usize = 64;
 
 /// How far the clock floor may run ahead of the stored one before it is written again.
 const CLOCK_FLOOR_STEP: u64 = 60;
@@ -528,7 +529,31 @@ impl RepoActor {
                     let effects = self.hub.expire(now);
                     self.carry_out(effects).await;
                 }
-                Some(event) = self.net_events.recv() => self.on_net(event).await,
+                Some(event) = self.net_events.recv() => match event {
+                    NetEvent::Frame { session, frame } => {
+                        // Frames already waiting are handled as one batch: changes pushed
+                        // to a document apply together, so a busy node catches up.
+                        let mut frames = vec![Input::Received { session, frame }];
+                        let mut next = None;
+                        while frames.len() < MAX_FRAME_BATCH {
+                            match self.net_events.try_recv() {
+                                Ok(NetEvent::Frame { session, frame }) => {
+                                    frames.push(Input::Received { session, frame });
+                                }
+                                Ok(other) => {
+                                    next = Some(other);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        self.hub_inputs(frames).await;
+                        if let Some(event) = next {
+                            self.on_net(event).await;
+                        }
+                    }
+                    other => self.on_net(other).await,
+                },
                 command = self.commands.recv() => match command {
                     Some(RepoCommand::Edit { doc, edit, reply }) => {
                         let mut batch = vec![(edit, reply)];
@@ -585,8 +610,13 @@ impl RepoActor {
     }
 
     async fn hub_input(&mut self, input: Input) {
+        self.hub_inputs(vec![input]).await;
+    }
+
+    /// Hands the hub several inputs as one batch (see `SyncHub::handle_all`).
+    async fn hub_inputs(&mut self, inputs: Vec<Input>) {
         let now = self.now();
-        let effects = self.hub.handle(now, input);
+        let effects = self.hub.handle_all(now, inputs);
         self.carry_out(effects).await;
         if self.revocations_dirty {
             Box::pin(self.refresh_registry()).await;
@@ -620,9 +650,7 @@ impl RepoActor {
                 .await;
             }
             NetEvent::Frame { session, frame } => {
-                self.from_session = Some(session);
                 self.hub_input(Input::Received { session, frame }).await;
-                self.from_session = None;
             }
             NetEvent::Closed { session, reason } => {
                 self.awaiting_hello.remove(&session);
@@ -729,7 +757,7 @@ impl RepoActor {
                         self.after_append(doc, len).await;
                     }
                 }
-                Effect::StoreSnapshot { doc, data } => {
+                Effect::StoreSnapshot { doc, data, from } => {
                     let meta = DocMeta {
                         name: None,
                         created: time::now(),
@@ -739,7 +767,7 @@ impl RepoActor {
                         self.chunks.insert(doc, 0);
                         self.compaction.insert(doc, Compaction::default());
                     }
-                    self.count_incoming();
+                    self.count_incoming(from);
                 }
                 Effect::DocChanged { doc, heads } => {
                     if doc == self.index {
@@ -979,9 +1007,15 @@ impl RepoActor {
             return Ok(None);
         };
         let len = chunk.len();
-        let pending = self.store.enqueue_append(doc, chunk).await?;
+        let pending = self.store.enqueue_append(doc, chunk.clone()).await?;
         self.after_append(doc, len).await;
-        let effects = self.hub.handle(time::now(), Input::LocalChange { doc });
+        let effects = self.hub.handle(
+            time::now(),
+            Input::LocalChange {
+                doc,
+                changes: chunk,
+            },
+        );
         self.carry_out(effects).await;
         if let Some(d) = self.hub.docs().get(&doc) {
             let _ = self.events.send(DocEvent {
@@ -1039,10 +1073,16 @@ impl RepoActor {
         let pending = match chunk {
             Some(chunk) => {
                 let len = chunk.len();
-                match self.store.enqueue_append(doc, chunk).await {
+                match self.store.enqueue_append(doc, chunk.clone()).await {
                     Ok(pending) => {
                         self.after_append(doc, len).await;
-                        let effects = self.hub.handle(time::now(), Input::LocalChange { doc });
+                        let effects = self.hub.handle(
+                            time::now(),
+                            Input::LocalChange {
+                                doc,
+                                changes: chunk,
+                            },
+                        );
                         self.carry_out(effects).await;
                         if let Some(d) = self.hub.docs().get(&doc) {
                             let _ = self.events.send(DocEvent {
@@ -1133,6 +1173,7 @@ impl RepoActor {
         }
         let now = time::now();
         let mut pending = Vec::new();
+        let saved = doc.save();
         pending.push(
             self.store
                 .enqueue_create_doc(
@@ -1141,7 +1182,7 @@ impl RepoActor {
                         name: name.clone(),
                         created: now,
                     },
-                    doc.save(),
+                    saved.clone(),
                 )
                 .await?,
         );
@@ -1168,7 +1209,13 @@ impl RepoActor {
         {
             pending.push(p);
         }
-        let effects = self.hub.handle(now, Input::LocalChange { doc: id });
+        let effects = self.hub.handle(
+            now,
+            Input::LocalChange {
+                doc: id,
+                changes: saved,
+            },
+        );
         self.carry_out(effects).await;
         Ok(pending)
     }
@@ -1755,10 +1802,7 @@ impl RepoActor {
 
 impl RepoActor {
     /// A document arrived whole: if its session announced it, count it stored.
-    fn count_incoming(&mut self) {
-        let Some(session) = self.from_session else {
-            return;
-        };
+    fn count_incoming(&mut self, session: SessionId) {
         let Some(left) = self.receiving.get_mut(&session) else {
             return;
         };

@@ -11,7 +11,7 @@ use membrane_protocol::{
     sync::{
         DocSet, Effect, HubConfig, Input, Role, SessionId, SyncHub,
         gate::{Cutoff, RefusedChange, RevokedAuthors, cutoff_of},
-        wire::Frame,
+        wire::{DocMessage, Frame},
     },
     ucan::{Command, Delegation, DelegationBuilder, RevocationSet},
 };
@@ -65,12 +65,18 @@ fn put_at(device: &mut Device, now: u64, doc: DocumentId, key: &str, value: &str
         device.hub.docs_mut().insert(doc, Automerge::new());
     }
     let actor = device.actor.clone();
-    device.hub.docs_mut().update(&doc, |d| {
-        d.set_actor(actor);
-        d.transact::<_, _, AutomergeError>(|tx| tx.put(ROOT, key, value).map(|_| ()))
-            .unwrap();
-    });
-    device.hub.handle(now, Input::LocalChange { doc })
+    let changes = device
+        .hub
+        .docs_mut()
+        .update(&doc, |d| {
+            d.set_actor(actor);
+            let before = d.get_heads();
+            d.transact::<_, _, AutomergeError>(|tx| tx.put(ROOT, key, value).map(|_| ()))
+                .unwrap();
+            d.save_after(&before)
+        })
+        .expect("held");
+    device.hub.handle(now, Input::LocalChange { doc, changes })
 }
 
 fn get(device: &Device, doc: DocumentId, key: &str) -> Option<String> {
@@ -127,6 +133,19 @@ fn connect(a: &mut Device, b: &mut Device) -> Wire {
         &mut to_a,
         false,
     );
+    settle(a, b, &mut wire, to_b, to_a);
+    wire
+}
+
+/// Delivers frames between `a` and `b` (session 1 each way) until both are quiet.
+fn settle(
+    a: &mut Device,
+    b: &mut Device,
+    wire: &mut Wire,
+    mut to_b: VecDeque<Vec<u8>>,
+    mut to_a: VecDeque<Vec<u8>>,
+) {
+    let (sa, sb) = (SessionId(1), SessionId(1));
     while !to_a.is_empty() || !to_b.is_empty() {
         assert!(wire.legs < 1_000, "the hubs never fall quiet");
         if !to_b.is_empty() {
@@ -134,7 +153,7 @@ fn connect(a: &mut Device, b: &mut Device) -> Wire {
         }
         for frame in std::mem::take(&mut to_b) {
             route(
-                &mut wire,
+                wire,
                 b.hub.handle(NOW, Input::Received { session: sb, frame }),
                 &mut to_a,
                 false,
@@ -145,14 +164,40 @@ fn connect(a: &mut Device, b: &mut Device) -> Wire {
         }
         for frame in std::mem::take(&mut to_a) {
             route(
-                &mut wire,
+                wire,
                 a.hub.handle(NOW, Input::Received { session: sa, frame }),
                 &mut to_b,
                 true,
             );
         }
     }
-    wire
+}
+
+/// The kinds of document messages in `effects`' frames: "sync", "snapshot", "changes".
+fn doc_message_kinds(effects: &[Effect]) -> Vec<&'static str> {
+    let mut kinds = Vec::new();
+    for effect in effects {
+        if let Effect::Send { frame, .. } = effect
+            && let Ok(Frame::Docs { items }) = Frame::decode(frame)
+        {
+            kinds.extend(items.iter().map(|item| match item {
+                DocMessage::Sync { .. } => "sync",
+                DocMessage::Snapshot { .. } => "snapshot",
+                DocMessage::Changes { .. } => "changes",
+            }));
+        }
+    }
+    kinds
+}
+
+fn frames_of(effects: &[Effect]) -> VecDeque<Vec<u8>> {
+    effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::Send { frame, .. } => Some(frame.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn route(wire: &mut Wire, effects: Vec<Effect>, out: &mut VecDeque<Vec<u8>>, towards_b: bool) {
@@ -710,4 +755,196 @@ fn a_grant_naming_one_of_our_own_documents_does_not_make_it_flow_out() {
         wire.closes
     );
     assert!(get(&tom_device, diary, "bait").is_none());
+}
+
+#[test]
+fn live_changes_are_pushed_as_they_are_and_need_no_reply() {
+    let root = SecretKey::from_seed([100; 32]);
+    let (mut laptop, mut phone) = (device(&root, 1), device(&root, 2));
+    let notes = doc_id(1);
+    put(&mut laptop, notes, "a", "1");
+    connect(&mut laptop, &mut phone);
+
+    for round in 0..5 {
+        let value = round.to_string();
+        let effects = put(&mut laptop, notes, "a", &value);
+        assert_eq!(doc_message_kinds(&effects), ["changes"]);
+        let frames = frames_of(&effects);
+        let mut replies = Vec::new();
+        for frame in frames {
+            replies.extend(phone.hub.handle(
+                NOW,
+                Input::Received {
+                    session: SessionId(1),
+                    frame,
+                },
+            ));
+        }
+        assert!(frames_of(&replies).is_empty(), "a push is not answered");
+        assert_eq!(get(&phone, notes, "a").as_deref(), Some(value.as_str()));
+        // Both sides count the other as level.
+        assert!(laptop.hub.doc_status(&notes).iter().all(|s| s.in_sync));
+        assert!(phone.hub.doc_status(&notes).iter().all(|s| s.in_sync));
+        // And the phone's own change goes back the same way.
+        let back = put(&mut phone, notes, "b", &value);
+        assert_eq!(doc_message_kinds(&back), ["changes"]);
+        let mut wire = Wire::default();
+        settle(
+            &mut laptop,
+            &mut phone,
+            &mut wire,
+            VecDeque::new(),
+            frames_of(&back),
+        );
+        assert_eq!(get(&laptop, notes, "b").as_deref(), Some(value.as_str()));
+    }
+    assert_eq!(laptop.hub.docs().summary(), phone.hub.docs().summary());
+}
+
+#[test]
+fn a_push_whose_dependencies_are_missing_falls_back_to_the_sync_protocol() {
+    let root = SecretKey::from_seed([100; 32]);
+    let (mut laptop, mut phone) = (device(&root, 1), device(&root, 2));
+    let notes = doc_id(1);
+    put(&mut laptop, notes, "a", "0");
+    connect(&mut laptop, &mut phone);
+
+    // The first change's frame never arrives (as if the phone had lost it); the second
+    // depends on it.
+    let lost = put(&mut laptop, notes, "a", "1");
+    assert_eq!(doc_message_kinds(&lost), ["changes"]);
+    let second = put(&mut laptop, notes, "b", "2");
+    let answer = phone.hub.handle_all(
+        NOW,
+        frames_of(&second).into_iter().map(|frame| Input::Received {
+            session: SessionId(1),
+            frame,
+        }),
+    );
+    assert_eq!(doc_message_kinds(&answer), ["sync"], "the phone asks");
+    assert_eq!(
+        get(&phone, notes, "b"),
+        None,
+        "nothing applies out of order"
+    );
+
+    let mut wire = Wire::default();
+    settle(
+        &mut laptop,
+        &mut phone,
+        &mut wire,
+        VecDeque::new(),
+        frames_of(&answer),
+    );
+    assert!(wire.closes.is_empty(), "{:?}", wire.closes);
+    assert_eq!(get(&phone, notes, "a").as_deref(), Some("1"));
+    assert_eq!(get(&phone, notes, "b").as_deref(), Some("2"));
+    assert_eq!(laptop.hub.docs().summary(), phone.hub.docs().summary());
+
+    // Level again: the next change is pushed.
+    let next = put(&mut laptop, notes, "c", "3");
+    assert_eq!(doc_message_kinds(&next), ["changes"]);
+}
+
+#[test]
+fn pushes_from_several_peers_handled_as_one_batch_all_apply_and_relay() {
+    let root = SecretKey::from_seed([100; 32]);
+    let (mut home, mut laptop, mut phone) = (device(&root, 1), device(&root, 2), device(&root, 3));
+    let notes = doc_id(1);
+    put(&mut home, notes, "start", "0");
+    connect(&mut laptop, &mut home);
+    // Home's session with the phone is session 2 on the home's side.
+    let (home_me, phone_me) = (home.hub.me(), phone.hub.me());
+    let mut to_phone: VecDeque<Vec<u8>> = frames_of(&home.hub.handle(
+        NOW,
+        Input::Opened {
+            session: SessionId(2),
+            peer: phone_me,
+            role: Role::Initiator,
+            persisted: vec![],
+        },
+    ));
+    let mut to_home: VecDeque<Vec<u8>> = frames_of(&phone.hub.handle(
+        NOW,
+        Input::Opened {
+            session: SessionId(1),
+            peer: home_me,
+            role: Role::Responder,
+            persisted: vec![],
+        },
+    ));
+    let mut legs = 0;
+    while !to_phone.is_empty() || !to_home.is_empty() {
+        legs += 1;
+        assert!(legs < 100, "never quiet");
+        for frame in std::mem::take(&mut to_phone) {
+            let effects = phone.hub.handle(
+                NOW,
+                Input::Received {
+                    session: SessionId(1),
+                    frame,
+                },
+            );
+            to_home.extend(frames_of(&effects));
+        }
+        for frame in std::mem::take(&mut to_home) {
+            let effects = home.hub.handle(
+                NOW,
+                Input::Received {
+                    session: SessionId(2),
+                    frame,
+                },
+            );
+            to_phone.extend(frames_of(&effects));
+        }
+    }
+    assert_eq!(get(&phone, notes, "start").as_deref(), Some("0"));
+
+    // The laptop and the phone type at once; the home takes both pushes in one batch.
+    let from_laptop = frames_of(&put(&mut laptop, notes, "laptop", "1"));
+    let from_phone = frames_of(&put(&mut phone, notes, "phone", "2"));
+    let inputs = from_laptop
+        .into_iter()
+        .map(|frame| Input::Received {
+            session: SessionId(1),
+            frame,
+        })
+        .chain(from_phone.into_iter().map(|frame| Input::Received {
+            session: SessionId(2),
+            frame,
+        }))
+        .collect::<Vec<_>>();
+    let effects = home.hub.handle_all(NOW, inputs);
+    assert_eq!(get(&home, notes, "laptop").as_deref(), Some("1"));
+    assert_eq!(get(&home, notes, "phone").as_deref(), Some("2"));
+    let stored: usize = effects
+        .iter()
+        .filter(|e| matches!(e, Effect::StoreChanges { .. }))
+        .count();
+    assert_eq!(stored, 1, "one batch, one chunk to store");
+    // Each side gets the other's change, pushed.
+    for effect in &effects {
+        if let Effect::Send { session, frame } = effect {
+            let kinds = doc_message_kinds(std::slice::from_ref(effect));
+            assert_eq!(kinds, ["changes"]);
+            let target = if *session == SessionId(1) {
+                &mut laptop
+            } else {
+                &mut phone
+            };
+            target.hub.handle(
+                NOW,
+                Input::Received {
+                    session: SessionId(1),
+                    frame: frame.clone(),
+                },
+            );
+        }
+    }
+    for device in [&home, &laptop, &phone] {
+        assert_eq!(get(device, notes, "laptop").as_deref(), Some("1"));
+        assert_eq!(get(device, notes, "phone").as_deref(), Some("2"));
+    }
+    assert_eq!(home.hub.docs().summary(), laptop.hub.docs().summary());
+    assert_eq!(home.hub.docs().summary(), phone.hub.docs().summary());
 }

@@ -179,6 +179,13 @@ pub(crate) async fn run(
     }
     let cpu = cpu_ms(child.0.id())? - cpu_before;
     let wall = start.elapsed().as_secs_f64() * 1e3;
+    // Frames and bytes the writers sent and received, setup included.
+    let (mut frames_sent, mut bytes_sent, mut frames_received, mut bytes_received) = (0, 0, 0, 0);
+    for node in &nodes {
+        let (fs, bs, fr, br) = node.traffic().snapshot();
+        (frames_sent, bytes_sent) = (frames_sent + fs, bytes_sent + bs);
+        (frames_received, bytes_received) = (frames_received + fr, bytes_received + br);
+    }
     for node in &nodes {
         node.shutdown().await;
     }
@@ -202,6 +209,10 @@ pub(crate) async fn run(
             "expected_samples": expected,
             "loopback_rtt_ms": rtt,
             "relay_cpu_ms": cpu,
+            "writers_frames_sent": frames_sent,
+            "writers_bytes_sent": bytes_sent,
+            "writers_frames_received": frames_received,
+            "writers_bytes_received": bytes_received,
         }),
     );
     Ok(())

@@ -289,7 +289,7 @@ pub(crate) fn screen<'a>(
 /// The changes in one chunk list entry: one or more concatenated chunks (the second sync
 /// message format packs all of a message's changes into one entry), each a single change,
 /// a bundle, or a saved document.
-fn changes_in(bytes: &[u8]) -> Result<Vec<Change>, String> {
+pub(crate) fn changes_in(bytes: &[u8]) -> Result<Vec<Change>, String> {
     let mut changes = Vec::new();
     for chunk in split_chunks(bytes)? {
         changes.extend(changes_in_chunk(chunk)?);

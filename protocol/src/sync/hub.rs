@@ -16,9 +16,12 @@ use serde_bytes::ByteBuf;
 
 use super::{
     docs::DocSet,
-    gate::{Refusal, RefusedChange, RevokedAuthors, actor_device, screen},
+    gate::{Refusal, RefusedChange, RevokedAuthors, actor_device, changes_in, screen},
     share::{HeldGrant, Lent, Level, Scope, grant_of, granted_documents, passed_on_without_leave},
-    wire::{BUCKETS, DocMessage, Entry, Frame, MAX_FRAME_SIZE, PROTOCOL_VERSION, RevocationRecord},
+    wire::{
+        BUCKETS, DocMessage, Entry, Frame, MAX_FRAME_SIZE, PROTOCOL_VERSION, RevocationRecord,
+        decode_heads, encode_heads,
+    },
 };
 use crate::{
     did::Did,
@@ -75,6 +78,9 @@ pub enum Input {
     LocalChange {
         /// The document.
         doc: DocumentId,
+        /// The new changes' bytes, back to back (what `save_after` the heads before the
+        /// change gives): pushed as they are to peers known to be up to date.
+        changes: Vec<u8>,
     },
 }
 
@@ -150,6 +156,8 @@ pub enum Effect {
         doc: DocumentId,
         /// `Automerge::save()`.
         data: Vec<u8>,
+        /// The session it came from.
+        from: SessionId,
     },
     /// A document changed because of a peer (for watchers).
     DocChanged {
@@ -270,6 +278,10 @@ struct Session {
     dirty: BTreeSet<DocumentId>,
     states: HashMap<DocumentId, sync::State>,
     persisted: HashMap<DocumentId, Vec<u8>>,
+    /// Documents of which the peer holds everything we hold, once our frames so far arrive:
+    /// new changes go to it as they are ([`DocMessage::Changes`]), and its state's
+    /// `their_heads` are our heads as of the last push.
+    pushing: BTreeSet<DocumentId>,
     /// Documents in which we refused some of the peer's changes. The peer keeps offering
     /// their heads and we keep lacking them, so Automerge's sync would ping-pong forever;
     /// for these, a reply that carries no changes is not sent.
@@ -304,6 +316,21 @@ pub struct SyncHub {
     /// Document messages gathered while handling one input, sent as few frames per session
     /// at its end.
     outbox: BTreeMap<SessionId, Vec<DocMessage>>,
+    /// Changes pushed to us and not applied yet, per document, in order of arrival (see
+    /// [`SyncHub::handle_all`]). Empty between calls.
+    pushed: BTreeMap<DocumentId, Vec<Pushed>>,
+}
+
+/// Changes a peer pushed ([`DocMessage::Changes`]), screened, waiting to be applied.
+struct Pushed {
+    session: SessionId,
+    /// The peer's heads after these changes.
+    heads: Vec<ChangeHash>,
+    changes: Vec<automerge::Change>,
+    /// Bytes of document data the message brought (for the access log).
+    brought: u64,
+    /// The grant under which the peer writes, when the document is ours and lent.
+    lent: Option<Lent>,
 }
 
 impl fmt::Debug for SyncHub {
@@ -324,7 +351,8 @@ pub struct PeerDocStatus {
     /// Whether the peer's last known heads equal ours.
     pub in_sync: bool,
     /// The heads the peer last reported for this document in this session (or that
-    /// reconciliation found equal to ours); `None` until it has.
+    /// reconciliation found equal to ours, or ours when we last pushed it changes);
+    /// `None` until then.
     pub their_heads: Option<Vec<ChangeHash>>,
 }
 
@@ -341,6 +369,7 @@ impl SyncHub {
             records: Vec::new(),
             provenance: BTreeMap::new(),
             outbox: BTreeMap::new(),
+            pushed: BTreeMap::new(),
         }
     }
 
@@ -673,9 +702,37 @@ impl SyncHub {
 
     /// Handles one input at time `now`.
     pub fn handle(&mut self, now: UnixTime, input: Input) -> Vec<Effect> {
+        self.handle_all(now, [input])
+    }
+
+    /// Handles inputs at time `now`, in order, as one batch: changes that peers pushed to
+    /// a document are applied together, before anything else reads that document and at
+    /// the end. Automerge applies a batch of changes in about the time one takes, so a
+    /// node that falls behind catches up instead of falling further behind.
+    pub fn handle_all(
+        &mut self,
+        now: UnixTime,
+        inputs: impl IntoIterator<Item = Input>,
+    ) -> Vec<Effect> {
         // A grant ends at its expiry, not at the node's next periodic check: sessions that
         // rely on an expired grant close before anything else is handled.
         let mut effects = self.expire(now);
+        for input in inputs {
+            self.handle_one(now, input, &mut effects);
+        }
+        let docs: Vec<DocumentId> = self.pushed.keys().copied().collect();
+        for doc in docs {
+            self.apply_pushed(doc, &mut effects);
+        }
+        for (session, items) in std::mem::take(&mut self.outbox) {
+            if self.sessions.contains_key(&session) {
+                self.send_docs(session, items, &mut effects);
+            }
+        }
+        effects
+    }
+
+    fn handle_one(&mut self, now: UnixTime, input: Input, effects: &mut Vec<Effect>) {
         match input {
             Input::Opened {
                 session,
@@ -695,16 +752,17 @@ impl SyncHub {
                         persisted: persisted.into_iter().collect(),
                         chain: Vec::new(),
                         stalled: BTreeSet::new(),
+                        pushing: BTreeSet::new(),
                         shared: None,
                         told: BTreeSet::new(),
                     },
                 );
                 if role == Role::Initiator {
-                    self.send(session, &self.hello(), &mut effects);
+                    self.send(session, &self.hello(), effects);
                 }
             }
             Input::Received { session, frame } => {
-                if let Err(reason) = self.receive(now, session, &frame, &mut effects) {
+                if let Err(reason) = self.receive(now, session, &frame, effects) {
                     self.sessions.remove(&session);
                     effects.push(Effect::Close { session, reason });
                 }
@@ -712,14 +770,11 @@ impl SyncHub {
             Input::Closed { session } => {
                 self.sessions.remove(&session);
             }
-            Input::LocalChange { doc } => self.changed(doc, None),
-        }
-        for (session, items) in std::mem::take(&mut self.outbox) {
-            if self.sessions.contains_key(&session) {
-                self.send_docs(session, items, &mut effects);
+            Input::LocalChange { doc, changes } => {
+                self.apply_pushed(doc, effects);
+                self.changed(doc, None, Some(&changes));
             }
         }
-        effects
     }
 
     fn queue(&mut self, session: SessionId, item: DocMessage) {
@@ -767,6 +822,7 @@ impl SyncHub {
                     DocMessage::Snapshot { data, .. } => data.len() as u64,
                     DocMessage::Sync { message, .. } => sync::Message::decode(message)
                         .map_or(0, |m| m.changes.iter().map(|c| c.len() as u64).sum()),
+                    DocMessage::Changes { changes, .. } => changes.len() as u64,
                 };
                 if bytes > 0 {
                     effects.push(Effect::Access {
@@ -914,10 +970,20 @@ impl SyncHub {
         bytes: &[u8],
         effects: &mut Vec<Effect>,
     ) -> Result<(), CloseReason> {
-        let Some(session) = self.sessions.get(&id) else {
+        if !self.sessions.contains_key(&id) {
             return Ok(()); // a late frame for a session we closed
-        };
+        }
         let frame = Frame::decode(bytes).map_err(|e| CloseReason::Malformed(e.to_string()))?;
+        if !matches!(frame, Frame::Docs { .. }) && !self.pushed.is_empty() {
+            // Reconciliation and grants look at every document: bring them up to date.
+            let docs: Vec<DocumentId> = self.pushed.keys().copied().collect();
+            for doc in docs {
+                self.apply_pushed(doc, effects);
+            }
+        }
+        let Some(session) = self.sessions.get(&id) else {
+            return Ok(()); // closed while applying what was pushed
+        };
         let violation = |what: &str| Err(CloseReason::ProtocolViolation(what.to_owned()));
         match (&session.phase, frame) {
             (
@@ -1089,6 +1155,7 @@ impl SyncHub {
             if same && !dirty {
                 let heads = self.docs.heads(doc_id).unwrap_or_default().to_vec();
                 session.states.insert(*doc_id, seeded_state(heads));
+                session.pushing.insert(*doc_id);
                 continue;
             }
             differing += 1;
@@ -1102,6 +1169,7 @@ impl SyncHub {
                 session
                     .states
                     .insert(*doc_id, seeded_state(doc.get_heads()));
+                session.pushing.insert(*doc_id);
             } else {
                 let state = session.states.entry(*doc_id).or_insert_with(|| {
                     session
@@ -1163,8 +1231,32 @@ impl SyncHub {
             });
             return Ok(());
         }
+        if let DocMessage::Changes { heads, changes, .. } = item {
+            let heads = decode_heads(&heads)
+                .ok_or_else(|| CloseReason::Malformed("bad heads in changes".into()))?;
+            let brought = changes.len() as u64;
+            let changes = match self.screen(id, doc_id, [&changes[..]], effects)? {
+                Some(allowed) => allowed.concat(),
+                None => changes.into_vec(),
+            };
+            let changes = changes_in(&changes).map_err(CloseReason::Malformed)?;
+            if !self.docs.contains(&doc_id) {
+                self.docs.insert(doc_id, Automerge::new());
+            }
+            self.pushed.entry(doc_id).or_default().push(Pushed {
+                session: id,
+                heads,
+                changes,
+                brought,
+                lent,
+            });
+            return Ok(());
+        }
+        // What was pushed to this document so far goes in first.
+        self.apply_pushed(doc_id, effects);
         let before = self.docs.heads(&doc_id).map(<[ChangeHash]>::to_vec);
         let brought: u64;
+        let mut added = None;
         match item {
             DocMessage::Snapshot { data, .. } => {
                 brought = data.len() as u64;
@@ -1173,7 +1265,13 @@ impl SyncHub {
                         if before.is_none() {
                             self.docs.insert(doc_id, Automerge::new());
                         }
-                        self.apply(doc_id, |doc| load_chunks(doc, &allowed), effects)?;
+                        added = self.apply(
+                            id,
+                            doc_id,
+                            |doc| load_chunks(doc, &allowed),
+                            None,
+                            effects,
+                        )?;
                     }
                     None if before.is_none() => {
                         let loaded = catch_unwind(|| Automerge::load(&data))
@@ -1186,15 +1284,19 @@ impl SyncHub {
                         effects.push(Effect::StoreSnapshot {
                             doc: doc_id,
                             data: data.into_vec(),
+                            from: id,
                         });
                         if let Some(session) = self.sessions.get_mut(&id) {
                             session.states.insert(doc_id, seeded_state(heads));
+                            session.pushing.insert(doc_id);
                         }
                     }
                     None => {
-                        self.apply(
+                        added = self.apply(
+                            id,
                             doc_id,
                             |doc| doc.load_incremental(&data).map(|_| ()),
+                            None,
                             effects,
                         )?;
                     }
@@ -1211,16 +1313,22 @@ impl SyncHub {
                     self.docs.insert(doc_id, Automerge::new());
                 }
                 let session = self.sessions.get_mut(&id).expect("present");
+                // The peer runs the sync protocol on this document again (it may lack
+                // something): our pushes wait until it reports our heads.
+                session.pushing.remove(&doc_id);
                 let mut state = session.states.remove(&doc_id).unwrap_or_default();
                 let result = self.apply(
+                    id,
                     doc_id,
                     |doc| doc.receive_sync_message(&mut state, message),
+                    None,
                     effects,
                 );
                 let session = self.sessions.get_mut(&id).expect("present");
                 session.states.insert(doc_id, state);
-                result?;
+                added = result?;
             }
+            DocMessage::Changes { .. } => unreachable!("deferred above"),
         }
         let after = self.docs.heads(&doc_id).map(<[ChangeHash]>::to_vec);
         if after != before {
@@ -1235,7 +1343,7 @@ impl SyncHub {
                 });
             }
             // `apply` stored the changes; tell the other peers.
-            self.changed(doc_id, Some(id));
+            self.changed(doc_id, Some(id), added.as_deref());
         }
         let stalled = self
             .sessions
@@ -1243,6 +1351,120 @@ impl SyncHub {
             .is_some_and(|s| s.stalled.contains(&doc_id));
         self.respond(id, doc_id, effects, stalled && after == before);
         Ok(())
+    }
+
+    /// Applies the changes pushed to `doc_id` ([`DocMessage::Changes`]) since the last
+    /// time, in one batch, as far as their dependencies are here, and notes each peer's
+    /// heads. A peer whose changes cannot all apply believed wrongly that we were up to
+    /// date: it gets a sync message, and Automerge's protocol finds what is missing.
+    fn apply_pushed(&mut self, doc_id: DocumentId, effects: &mut Vec<Effect>) {
+        let Some(batches) = self.pushed.remove(&doc_id) else {
+            return;
+        };
+        let Some(doc) = self.docs.get(&doc_id) else {
+            return;
+        };
+        // Whether `hash` is applied (or queued) here: normally one lookup, as changes
+        // queued for missing dependencies are rare.
+        let held = |hash: &ChangeHash| !doc.get_missing_deps(&[*hash]).contains(hash);
+        let queue_was_empty = doc.get_missing_deps(&[]).is_empty();
+        let mut readied = BTreeSet::new();
+        // Per batch: the bytes of its changes that apply, and whether some could not.
+        let mut ready: Vec<(Vec<u8>, bool)> = Vec::with_capacity(batches.len());
+        for batch in &batches {
+            let (mut bytes, mut missing) = (Vec::new(), false);
+            for change in &batch.changes {
+                let hash = change.hash();
+                if readied.contains(&hash) || held(&hash) {
+                    continue;
+                }
+                if change.deps().iter().all(|d| readied.contains(d) || held(d)) {
+                    readied.insert(hash);
+                    bytes.extend_from_slice(change.raw_bytes());
+                } else {
+                    missing = true;
+                }
+            }
+            ready.push((bytes, missing));
+        }
+        let known: Vec<bool> = batches
+            .iter()
+            .map(|b| b.heads.iter().all(|h| readied.contains(h) || held(h)))
+            .collect();
+        let chunk: Vec<u8> = ready
+            .iter()
+            .flat_map(|(bytes, _)| bytes.iter().copied())
+            .collect();
+        let mut exact = queue_was_empty;
+        if !chunk.is_empty() {
+            // Changes applied from the queue would be missing from `chunk`.
+            let added = queue_was_empty.then(|| chunk.clone());
+            let applied = self.apply(
+                batches[0].session,
+                doc_id,
+                |doc| doc.load_incremental(&chunk).map(|_| ()),
+                added,
+                effects,
+            );
+            if let Err(reason) = applied {
+                for batch in &batches {
+                    if self.sessions.remove(&batch.session).is_some() {
+                        effects.push(Effect::Close {
+                            session: batch.session,
+                            reason: reason.clone(),
+                        });
+                    }
+                }
+                return;
+            }
+        } else {
+            exact = false;
+        }
+        for ((batch, (bytes, missing)), known) in batches.iter().zip(&ready).zip(known) {
+            let Some(session) = self.sessions.get_mut(&batch.session) else {
+                continue;
+            };
+            if let (Some(lent), false) = (&batch.lent, bytes.is_empty()) {
+                effects.push(Effect::Access {
+                    peer: session.peer,
+                    doc: doc_id,
+                    grant: lent.grant,
+                    kind: AccessKind::Write,
+                    bytes: batch.brought,
+                });
+            }
+            let state = session.states.entry(doc_id).or_default();
+            if known {
+                state.shared_heads.clone_from(&batch.heads);
+            }
+            state.their_heads = Some(batch.heads.clone());
+            if *missing && !session.stalled.contains(&doc_id) {
+                // Say where we are even if our heads did not move.
+                state.have_responded = false;
+                state.in_flight = false;
+                let doc = self.docs.get(&doc_id).expect("held");
+                if let Some(message) = doc.generate_sync_message(state) {
+                    let item = DocMessage::Sync {
+                        doc: doc_id,
+                        message: ByteBuf::from(message.encode()),
+                    };
+                    self.queue(batch.session, item);
+                }
+            }
+        }
+        if chunk.is_empty() {
+            return;
+        }
+        // Tell the other peers: each batch's changes to all but the peer that sent them.
+        if exact {
+            for (batch, (bytes, _)) in batches.iter().zip(&ready) {
+                if !bytes.is_empty() {
+                    self.changed(doc_id, Some(batch.session), Some(bytes));
+                }
+            }
+        } else {
+            self.changed(doc_id, None, None);
+        }
     }
 
     /// Keeps out of `doc_id` the changes in `chunks` that no one may bring in (today: those
@@ -1297,13 +1519,17 @@ impl SyncHub {
         Ok(Some(screened.allowed))
     }
 
-    /// Applies a peer's data to a document, persisting what it added.
+    /// Applies a peer's data to a document, persisting what it added. `added`, when
+    /// given, is exactly what the data adds (else it is found with `save_after`, which
+    /// walks the history). Returns what was added, if anything.
     fn apply<E: fmt::Display>(
         &mut self,
+        from: SessionId,
         doc_id: DocumentId,
         change: impl FnOnce(&mut Automerge) -> Result<(), E>,
+        added: Option<Vec<u8>>,
         effects: &mut Vec<Effect>,
-    ) -> Result<(), CloseReason> {
+    ) -> Result<Option<Vec<u8>>, CloseReason> {
         let before = self.docs.heads(&doc_id).unwrap_or_default().to_vec();
         let outcome = self
             .docs
@@ -1322,20 +1548,28 @@ impl SyncHub {
             Ok(Ok(())) => {
                 let doc = self.docs.get(&doc_id).expect("held");
                 let heads = doc.get_heads();
-                if heads != before {
-                    let data = if before.is_empty() {
-                        doc.save()
-                    } else {
-                        doc.save_after(&before)
-                    };
-                    effects.push(if before.is_empty() {
-                        Effect::StoreSnapshot { doc: doc_id, data }
-                    } else {
-                        Effect::StoreChanges { doc: doc_id, data }
-                    });
-                    effects.push(Effect::DocChanged { doc: doc_id, heads });
+                if heads == before {
+                    return Ok(None);
                 }
-                Ok(())
+                let data = match added {
+                    _ if before.is_empty() => doc.save(),
+                    Some(added) => added,
+                    None => doc.save_after(&before),
+                };
+                effects.push(if before.is_empty() {
+                    Effect::StoreSnapshot {
+                        doc: doc_id,
+                        data: data.clone(),
+                        from,
+                    }
+                } else {
+                    Effect::StoreChanges {
+                        doc: doc_id,
+                        data: data.clone(),
+                    }
+                });
+                effects.push(Effect::DocChanged { doc: doc_id, heads });
+                Ok(Some(data))
             }
         }
     }
@@ -1365,6 +1599,9 @@ impl SyncHub {
                 let peer_in_sync = state.their_heads.as_deref() == Some(&doc.get_heads()[..]);
                 let encoded = state.encode();
                 let peer = session.peer;
+                if peer_in_sync {
+                    session.pushing.insert(doc_id);
+                }
                 self.queue(id, item);
                 if peer_in_sync {
                     effects.push(Effect::SaveSyncState {
@@ -1376,6 +1613,7 @@ impl SyncHub {
             }
             None => {
                 if state.their_heads.as_deref() == Some(&doc.get_heads()[..]) {
+                    session.pushing.insert(doc_id);
                     effects.push(Effect::SaveSyncState {
                         peer: session.peer,
                         doc: doc_id,
@@ -1387,11 +1625,13 @@ impl SyncHub {
     }
 
     /// A document changed (locally, or from session `from`): bring every other live peer
-    /// up to date, and mark it dirty for sessions still reconciling.
-    fn changed(&mut self, doc_id: DocumentId, from: Option<SessionId>) {
+    /// up to date, and mark it dirty for sessions still reconciling. `changes` are the new
+    /// changes' bytes when known: peers known to be up to date get them as they are.
+    fn changed(&mut self, doc_id: DocumentId, from: Option<SessionId>, changes: Option<&[u8]>) {
         let Some(doc) = self.docs.get(&doc_id) else {
             return;
         };
+        let heads = doc.get_heads();
         let mut outgoing = Vec::new();
         for (id, session) in &mut self.sessions {
             if Some(*id) == from {
@@ -1411,17 +1651,27 @@ impl SyncHub {
                         }
                     }
                     let item = match session.states.get_mut(&doc_id) {
-                        Some(state) => {
-                            doc.generate_sync_message(state)
+                        Some(state) => match changes {
+                            Some(changes) if session.pushing.contains(&doc_id) => {
+                                state.their_heads = Some(heads.clone());
+                                Some(DocMessage::Changes {
+                                    doc: doc_id,
+                                    heads: encode_heads(&heads),
+                                    changes: ByteBuf::from(changes.to_vec()),
+                                })
+                            }
+                            _ => doc
+                                .generate_sync_message(state)
                                 .map(|message| DocMessage::Sync {
                                     doc: doc_id,
                                     message: ByteBuf::from(message.encode()),
-                                })
-                        }
+                                }),
+                        },
                         None if session.shared.is_some() => None,
                         None => {
                             // Unknown to this peer since reconciliation: a new document.
-                            session.states.insert(doc_id, seeded_state(doc.get_heads()));
+                            session.states.insert(doc_id, seeded_state(heads.clone()));
+                            session.pushing.insert(doc_id);
                             Some(DocMessage::Snapshot {
                                 doc: doc_id,
                                 data: ByteBuf::from(doc.save()),

@@ -1,6 +1,7 @@
 //! The `/membrane/sync/1` wire format: DAG-CBOR frames, each sent length-prefixed on one
 //! ordered stream per peer (see `docs/protocol.md`).
 
+use automerge::ChangeHash;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
@@ -8,8 +9,8 @@ use crate::document_id::DocumentId;
 
 /// The libp2p protocol name.
 pub const PROTOCOL: &str = "/membrane/sync/1";
-/// The version in `Hello`.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The version in `Hello`. 2 added [`DocMessage::Changes`].
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Largest frame either side sends or accepts.
 pub const MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
 /// Documents are grouped into this many buckets (by the first byte of their id) when two
@@ -104,13 +105,26 @@ pub enum DocMessage {
         /// `Automerge::save()`.
         data: ByteBuf,
     },
+    /// New changes, pushed as they are to a peer known to hold everything the sender held
+    /// before them. Live editing goes this way: each Automerge sync message costs time in
+    /// proportion to the document's history on both sides, and every change would need
+    /// one there and one back. A receiver that lacks a change's dependencies falls back to
+    /// a sync message.
+    Changes {
+        /// The document.
+        doc: DocumentId,
+        /// The sender's heads after these changes: 32-byte hashes back to back.
+        heads: ByteBuf,
+        /// Automerge changes back to back, dependencies first.
+        changes: ByteBuf,
+    },
 }
 
 impl DocMessage {
     /// The document this message is about.
     pub fn doc(&self) -> DocumentId {
         match self {
-            Self::Sync { doc, .. } | Self::Snapshot { doc, .. } => *doc,
+            Self::Sync { doc, .. } | Self::Snapshot { doc, .. } | Self::Changes { doc, .. } => *doc,
         }
     }
 
@@ -118,8 +132,25 @@ impl DocMessage {
         match self {
             Self::Sync { message, .. } => message.len() + 32,
             Self::Snapshot { data, .. } => data.len() + 32,
+            Self::Changes { heads, changes, .. } => heads.len() + changes.len() + 40,
         }
     }
+}
+
+/// Heads as [`DocMessage::Changes`] carries them.
+pub fn encode_heads(heads: &[ChangeHash]) -> ByteBuf {
+    ByteBuf::from(heads.iter().flat_map(|h| h.0).collect::<Vec<u8>>())
+}
+
+/// Heads from [`DocMessage::Changes`]; `None` unless the bytes are whole 32-byte hashes.
+pub fn decode_heads(bytes: &[u8]) -> Option<Vec<ChangeHash>> {
+    if !bytes.len().is_multiple_of(32) {
+        return None;
+    }
+    bytes
+        .chunks_exact(32)
+        .map(|hash| ChangeHash::try_from(hash).ok())
+        .collect()
 }
 
 /// Why bytes are not a frame.
