@@ -88,7 +88,8 @@ membrane_side() {
           done
         fi ;;
     S7) run "S7 ucan, ed25519, biscuit" "$BENCH" $QUICK s7 ;;
-    S8) for system in membrane redb-2pc redb sqlite membrane-group; do
+    S8) for system in membrane redb-2pc redb sqlite membrane-group automerge-group \
+                      membrane-group-docs automerge-group-docs; do
           run "S8 $system" "$BENCH" $QUICK s8 --system "$system"
         done ;;
     S9) run "S9 membrane" "$BENCH" $QUICK s9 --membrane "$MEMBRANE" ;;

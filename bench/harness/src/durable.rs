@@ -2,7 +2,9 @@
 //! through the node, in raw redb (one write transaction per record, immediate durability,
 //! with redb's default commit and with two-phase commit as the node uses it)
 //! and in SQLite (WAL, `synchronous=FULL`, one transaction per record). Then the node's
-//! group commit: 256 writers at once, each acknowledged when its change is durable.
+//! group commit: 256 writers at once, each acknowledged when its change is durable, all on
+//! one document or each on its own (one document's growing history makes each Automerge
+//! change cost more; many documents show the commit path itself).
 
 use std::time::Instant;
 
@@ -53,16 +55,20 @@ pub(crate) async fn node_single(count: usize) -> anyhow::Result<()> {
 /// Many writers at once, each making one change and waiting for it to be durable before
 /// the next (a closed loop): the node commits whatever queued while the previous commit
 /// ran in one transaction. Reports the rate and the acknowledgement latency.
-pub(crate) async fn node_group(count: usize) -> anyhow::Result<()> {
+pub(crate) async fn node_group(count: usize, doc_each: bool) -> anyhow::Result<()> {
     const WRITERS: usize = 256;
     let base = tempfile::tempdir()?;
     let node = fresh_node(base.path(), "node").await?;
-    let doc = node.create_doc(None, None).await?;
+    let mut docs = Vec::with_capacity(WRITERS);
+    for _ in 0..if doc_each { WRITERS } else { 1 } {
+        docs.push(node.create_doc(None, None).await?);
+    }
     let start = Instant::now();
     let mut writers = tokio::task::JoinSet::new();
     for writer in 0..WRITERS {
         let node = node.clone();
         let edits = count / WRITERS + usize::from(writer < count % WRITERS);
+        let doc = docs[writer % docs.len()];
         writers.spawn(async move {
             let mut latencies = Vec::with_capacity(edits);
             for i in 0..edits {
@@ -90,17 +96,54 @@ pub(crate) async fn node_group(count: usize) -> anyhow::Result<()> {
     emit(
         "S8",
         "membrane",
-        "group-commit",
+        if doc_each {
+            "group-commit-doc-each"
+        } else {
+            "group-commit"
+        },
         ms,
         json!({
             "count": count,
             "writers": WRITERS,
+            "docs": docs.len(),
             "per_s": count as f64 / (ms / 1e3),
             "ack_p50_ms": quantile(&latencies, 0.5),
             "ack_p99_ms": quantile(&latencies, 0.99),
         }),
     );
     Ok(())
+}
+
+/// The group commit's changes made with the raw `automerge` crate in memory, one
+/// transaction each, in the order the writers take turns: the ceiling for the node, which
+/// makes the same transactions and stores them durably too.
+pub(crate) fn automerge_group(count: usize, doc_each: bool) {
+    const WRITERS: usize = 256;
+    let mut docs: Vec<automerge::Automerge> = (0..if doc_each { WRITERS } else { 1 })
+        .map(|_| automerge::Automerge::new())
+        .collect();
+    let start = Instant::now();
+    let n = docs.len();
+    for i in 0..count {
+        let writer = i % WRITERS;
+        let doc = &mut docs[writer % n];
+        let mut tx = doc.transaction();
+        tx.put(ROOT, format!("w{writer}"), (i / WRITERS) as i64)
+            .expect("a put applies");
+        tx.commit();
+    }
+    let ms = ms_since(start);
+    emit(
+        "S8",
+        "automerge-rs",
+        if doc_each {
+            "group-commit-doc-each"
+        } else {
+            "group-commit"
+        },
+        ms,
+        json!({"count": count, "writers": WRITERS, "docs": n, "per_s": count as f64 / (ms / 1e3)}),
+    );
 }
 
 /// Raw redb with its default commit (one fsync, checksummed), or with two-phase commit (two

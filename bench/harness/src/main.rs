@@ -78,7 +78,9 @@ enum Scenario {
     /// S8: durable writes: `membrane`, `redb`, `sqlite` single commits, and Membrane's group
     /// commit.
     S8 {
-        /// `membrane`, `redb`, `redb-2pc`, `sqlite` or `membrane-group`.
+        /// `membrane`, `redb`, `redb-2pc`, `sqlite`, `membrane-group` (256 writers on one
+        /// document) or `membrane-group-docs` (each on its own), and `automerge-group` /
+        /// `automerge-group-docs` (the same changes in the raw crate, in memory).
         #[arg(long)]
         system: String,
         /// Commits (or, for the group commit, changes).
@@ -162,7 +164,10 @@ fn main() -> anyhow::Result<()> {
             let count = if cli.quick { 50 } else { count };
             match system.as_str() {
                 "membrane" => runtime.block_on(durable::node_single(count))?,
-                "membrane-group" => runtime.block_on(durable::node_group(count * 10))?,
+                "membrane-group" => runtime.block_on(durable::node_group(count * 10, false))?,
+                "membrane-group-docs" => runtime.block_on(durable::node_group(count * 10, true))?,
+                "automerge-group" => durable::automerge_group(count * 10, false),
+                "automerge-group-docs" => durable::automerge_group(count * 10, true),
                 "redb" => durable::redb_single(count, false)?,
                 "redb-2pc" => durable::redb_single(count, true)?,
                 "sqlite" => durable::sqlite_single(count)?,
