@@ -478,8 +478,9 @@ pub(crate) struct RepoActor {
     pub(crate) stale_views: std::collections::BTreeSet<DocumentId>,
 }
 
-/// Most frames handled as one batch.
+/// Most frames handled as one batch, and most bytes (a frame can be 16 MiB).
 const MAX_FRAME_BATCH: usize = 64;
+const MAX_FRAME_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
 /// How far the clock floor may run ahead of the stored one before it is written again.
 const CLOCK_FLOOR_STEP: u64 = 60;
@@ -540,11 +541,13 @@ impl RepoActor {
                     NetEvent::Frame { session, frame } => {
                         // Frames already waiting are handled as one batch: changes pushed
                         // to a document apply together, so a busy node catches up.
+                        let mut bytes = frame.len();
                         let mut frames = vec![Input::Received { session, frame }];
                         let mut next = None;
-                        while frames.len() < MAX_FRAME_BATCH {
+                        while frames.len() < MAX_FRAME_BATCH && bytes < MAX_FRAME_BATCH_BYTES {
                             match self.net_events.try_recv() {
                                 Ok(NetEvent::Frame { session, frame }) => {
+                                    bytes += frame.len();
                                     frames.push(Input::Received { session, frame });
                                 }
                                 Ok(other) => {

@@ -921,7 +921,7 @@ fn pushes_from_several_peers_handled_as_one_batch_all_apply_and_relay() {
         .iter()
         .filter(|e| matches!(e, Effect::StoreChanges { .. }))
         .count();
-    assert_eq!(stored, 1, "one batch, one chunk to store");
+    assert_eq!(stored, 2, "one chunk to store per peer");
     // Each side gets the other's change, pushed.
     for effect in &effects {
         if let Effect::Send { session, frame } = effect {

@@ -1354,13 +1354,35 @@ impl SyncHub {
     }
 
     /// Applies the changes pushed to `doc_id` ([`DocMessage::Changes`]) since the last
-    /// time, in one batch, as far as their dependencies are here, and notes each peer's
-    /// heads. A peer whose changes cannot all apply believed wrongly that we were up to
-    /// date: it gets a sync message, and Automerge's protocol finds what is missing.
+    /// time: each peer's in one batch, as far as their dependencies are here, and notes
+    /// each peer's heads. A peer whose changes cannot all apply believed wrongly that we
+    /// were up to date: it gets a sync message, and Automerge's protocol finds what is
+    /// missing. Peers' batches apply separately, so changes that Automerge rejects close
+    /// only the session that sent them.
     fn apply_pushed(&mut self, doc_id: DocumentId, effects: &mut Vec<Effect>) {
         let Some(batches) = self.pushed.remove(&doc_id) else {
             return;
         };
+        // Each session's batches, in the order the sessions were first heard from.
+        let mut by_session: Vec<(SessionId, Vec<Pushed>)> = Vec::new();
+        for batch in batches {
+            match by_session.iter_mut().find(|(s, _)| *s == batch.session) {
+                Some((_, group)) => group.push(batch),
+                None => by_session.push((batch.session, vec![batch])),
+            }
+        }
+        for (session, group) in by_session {
+            self.apply_pushed_by(session, doc_id, group, effects);
+        }
+    }
+
+    fn apply_pushed_by(
+        &mut self,
+        id: SessionId,
+        doc_id: DocumentId,
+        batches: Vec<Pushed>,
+        effects: &mut Vec<Effect>,
+    ) {
         let Some(doc) = self.docs.get(&doc_id) else {
             return;
         };
@@ -1369,101 +1391,82 @@ impl SyncHub {
         let held = |hash: &ChangeHash| !doc.get_missing_deps(&[*hash]).contains(hash);
         let queue_was_empty = doc.get_missing_deps(&[]).is_empty();
         let mut readied = BTreeSet::new();
-        // Per batch: the bytes of its changes that apply, and whether some could not.
-        let mut ready: Vec<(Vec<u8>, bool)> = Vec::with_capacity(batches.len());
-        for batch in &batches {
-            let (mut bytes, mut missing) = (Vec::new(), false);
-            for change in &batch.changes {
-                let hash = change.hash();
-                if readied.contains(&hash) || held(&hash) {
-                    continue;
-                }
-                if change.deps().iter().all(|d| readied.contains(d) || held(d)) {
-                    readied.insert(hash);
-                    bytes.extend_from_slice(change.raw_bytes());
-                } else {
-                    missing = true;
-                }
+        let mut chunk = Vec::new();
+        let mut missing = false;
+        for change in batches.iter().flat_map(|b| &b.changes) {
+            let hash = change.hash();
+            if readied.contains(&hash) || held(&hash) {
+                continue;
             }
-            ready.push((bytes, missing));
+            if change.deps().iter().all(|d| readied.contains(d) || held(d)) {
+                readied.insert(hash);
+                chunk.extend_from_slice(change.raw_bytes());
+            } else {
+                missing = true;
+            }
         }
-        let known: Vec<bool> = batches
-            .iter()
-            .map(|b| b.heads.iter().all(|h| readied.contains(h) || held(h)))
-            .collect();
-        let chunk: Vec<u8> = ready
-            .iter()
-            .flat_map(|(bytes, _)| bytes.iter().copied())
-            .collect();
-        let mut exact = queue_was_empty;
+        let last = batches.last().expect("a group is never empty");
+        let known = last.heads.iter().all(|h| readied.contains(h) || held(h));
         if !chunk.is_empty() {
             // Changes applied from the queue would be missing from `chunk`.
             let added = queue_was_empty.then(|| chunk.clone());
             let applied = self.apply(
-                batches[0].session,
+                id,
                 doc_id,
                 |doc| doc.load_incremental(&chunk).map(|_| ()),
                 added,
                 effects,
             );
             if let Err(reason) = applied {
-                for batch in &batches {
-                    if self.sessions.remove(&batch.session).is_some() {
-                        effects.push(Effect::Close {
-                            session: batch.session,
-                            reason: reason.clone(),
-                        });
-                    }
+                if self.sessions.remove(&id).is_some() {
+                    effects.push(Effect::Close {
+                        session: id,
+                        reason,
+                    });
                 }
                 return;
             }
-        } else {
-            exact = false;
         }
-        for ((batch, (bytes, missing)), known) in batches.iter().zip(&ready).zip(known) {
-            let Some(session) = self.sessions.get_mut(&batch.session) else {
-                continue;
-            };
-            if let (Some(lent), false) = (&batch.lent, bytes.is_empty()) {
-                effects.push(Effect::Access {
-                    peer: session.peer,
+        let Some(session) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if let (Some(lent), false) = (&last.lent, chunk.is_empty()) {
+            effects.push(Effect::Access {
+                peer: session.peer,
+                doc: doc_id,
+                grant: lent.grant,
+                kind: AccessKind::Write,
+                bytes: batches.iter().map(|b| b.brought).sum(),
+            });
+        }
+        let state = session.states.entry(doc_id).or_default();
+        if known {
+            state.shared_heads.clone_from(&last.heads);
+        }
+        state.their_heads = Some(last.heads.clone());
+        if missing {
+            // Say where we are even if our heads did not move; the peer stops pushing
+            // this document until the sync protocol finds us level. (When the document
+            // is stalled, the quiet rule in `respond` still ends the exchange.)
+            state.have_responded = false;
+            state.in_flight = false;
+            let doc = self.docs.get(&doc_id).expect("held");
+            if let Some(message) = doc.generate_sync_message(state) {
+                let item = DocMessage::Sync {
                     doc: doc_id,
-                    grant: lent.grant,
-                    kind: AccessKind::Write,
-                    bytes: batch.brought,
-                });
-            }
-            let state = session.states.entry(doc_id).or_default();
-            if known {
-                state.shared_heads.clone_from(&batch.heads);
-            }
-            state.their_heads = Some(batch.heads.clone());
-            if *missing && !session.stalled.contains(&doc_id) {
-                // Say where we are even if our heads did not move.
-                state.have_responded = false;
-                state.in_flight = false;
-                let doc = self.docs.get(&doc_id).expect("held");
-                if let Some(message) = doc.generate_sync_message(state) {
-                    let item = DocMessage::Sync {
-                        doc: doc_id,
-                        message: ByteBuf::from(message.encode()),
-                    };
-                    self.queue(batch.session, item);
-                }
+                    message: ByteBuf::from(message.encode()),
+                };
+                self.queue(id, item);
             }
         }
         if chunk.is_empty() {
             return;
         }
-        // Tell the other peers: each batch's changes to all but the peer that sent them.
-        if exact {
-            for (batch, (bytes, _)) in batches.iter().zip(&ready) {
-                if !bytes.is_empty() {
-                    self.changed(doc_id, Some(batch.session), Some(bytes));
-                }
-            }
+        // Tell the other peers: the changes as they are when we know them exactly.
+        if queue_was_empty {
+            self.changed(doc_id, Some(id), Some(&chunk));
         } else {
-            self.changed(doc_id, None, None);
+            self.changed(doc_id, Some(id), None);
         }
     }
 

@@ -115,7 +115,8 @@ pub enum DocMessage {
         doc: DocumentId,
         /// The sender's heads after these changes: 32-byte hashes back to back.
         heads: ByteBuf,
-        /// Automerge changes back to back, dependencies first.
+        /// Automerge changes back to back, dependencies first (or a saved document when
+        /// the sender's copy was empty before: anything `load_incremental` takes).
         changes: ByteBuf,
     },
 }
