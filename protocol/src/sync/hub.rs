@@ -1407,30 +1407,33 @@ impl SyncHub {
         }
         let last = batches.last().expect("a group is never empty");
         let known = last.heads.iter().all(|h| readied.contains(h) || held(h));
+        let mut added = None;
         if !chunk.is_empty() {
             // Changes applied from the queue would be missing from `chunk`.
-            let added = queue_was_empty.then(|| chunk.clone());
-            let applied = self.apply(
+            let exact = queue_was_empty.then(|| chunk.clone());
+            match self.apply(
                 id,
                 doc_id,
                 |doc| doc.load_incremental(&chunk).map(|_| ()),
-                added,
+                exact,
                 effects,
-            );
-            if let Err(reason) = applied {
-                if self.sessions.remove(&id).is_some() {
-                    effects.push(Effect::Close {
-                        session: id,
-                        reason,
-                    });
+            ) {
+                Ok(applied) => added = applied,
+                Err(reason) => {
+                    if self.sessions.remove(&id).is_some() {
+                        effects.push(Effect::Close {
+                            session: id,
+                            reason,
+                        });
+                    }
+                    return;
                 }
-                return;
             }
         }
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
-        if let (Some(lent), false) = (&last.lent, chunk.is_empty()) {
+        if let (Some(lent), true) = (&last.lent, added.is_some()) {
             effects.push(Effect::Access {
                 peer: session.peer,
                 doc: doc_id,
@@ -1459,14 +1462,10 @@ impl SyncHub {
                 self.queue(id, item);
             }
         }
-        if chunk.is_empty() {
-            return;
-        }
         // Tell the other peers: the changes as they are when we know them exactly.
-        if queue_was_empty {
-            self.changed(doc_id, Some(id), Some(&chunk));
-        } else {
-            self.changed(doc_id, Some(id), None);
+        if let Some(added) = added {
+            let exact = queue_was_empty.then_some(&added[..]);
+            self.changed(doc_id, Some(id), exact);
         }
     }
 
