@@ -505,7 +505,7 @@ pub(crate) fn actor_for(device: &Did) -> ActorId {
     ActorId::from(bytes)
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     // Called for every head of every change acknowledged: no formatting machinery.
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);

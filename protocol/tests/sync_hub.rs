@@ -137,15 +137,26 @@ fn connect(a: &mut Device, b: &mut Device) -> Wire {
     wire
 }
 
-/// Delivers frames between `a` and `b` (session 1 each way) until both are quiet.
+/// Delivers frames between `a` and `b` (session 1 on both sides) until both are quiet.
 fn settle(
     a: &mut Device,
     b: &mut Device,
     wire: &mut Wire,
+    to_b: VecDeque<Vec<u8>>,
+    to_a: VecDeque<Vec<u8>>,
+) {
+    settle_on(a, b, (SessionId(1), SessionId(1)), wire, to_b, to_a);
+}
+
+/// [`settle`] with the session ids `a` and `b` know each other by.
+fn settle_on(
+    a: &mut Device,
+    b: &mut Device,
+    (sa, sb): (SessionId, SessionId),
+    wire: &mut Wire,
     mut to_b: VecDeque<Vec<u8>>,
     mut to_a: VecDeque<Vec<u8>>,
 ) {
-    let (sa, sb) = (SessionId(1), SessionId(1));
     while !to_a.is_empty() || !to_b.is_empty() {
         assert!(wire.legs < 1_000, "the hubs never fall quiet");
         if !to_b.is_empty() {
@@ -855,7 +866,7 @@ fn pushes_from_several_peers_handled_as_one_batch_all_apply_and_relay() {
     connect(&mut laptop, &mut home);
     // Home's session with the phone is session 2 on the home's side.
     let (home_me, phone_me) = (home.hub.me(), phone.hub.me());
-    let mut to_phone: VecDeque<Vec<u8>> = frames_of(&home.hub.handle(
+    let to_phone: VecDeque<Vec<u8>> = frames_of(&home.hub.handle(
         NOW,
         Input::Opened {
             session: SessionId(2),
@@ -864,7 +875,7 @@ fn pushes_from_several_peers_handled_as_one_batch_all_apply_and_relay() {
             persisted: vec![],
         },
     ));
-    let mut to_home: VecDeque<Vec<u8>> = frames_of(&phone.hub.handle(
+    let to_home: VecDeque<Vec<u8>> = frames_of(&phone.hub.handle(
         NOW,
         Input::Opened {
             session: SessionId(1),
@@ -873,31 +884,15 @@ fn pushes_from_several_peers_handled_as_one_batch_all_apply_and_relay() {
             persisted: vec![],
         },
     ));
-    let mut legs = 0;
-    while !to_phone.is_empty() || !to_home.is_empty() {
-        legs += 1;
-        assert!(legs < 100, "never quiet");
-        for frame in std::mem::take(&mut to_phone) {
-            let effects = phone.hub.handle(
-                NOW,
-                Input::Received {
-                    session: SessionId(1),
-                    frame,
-                },
-            );
-            to_home.extend(frames_of(&effects));
-        }
-        for frame in std::mem::take(&mut to_home) {
-            let effects = home.hub.handle(
-                NOW,
-                Input::Received {
-                    session: SessionId(2),
-                    frame,
-                },
-            );
-            to_phone.extend(frames_of(&effects));
-        }
-    }
+    let mut wire = Wire::default();
+    settle_on(
+        &mut home,
+        &mut phone,
+        (SessionId(2), SessionId(1)),
+        &mut wire,
+        to_phone,
+        to_home,
+    );
     assert_eq!(get(&phone, notes, "start").as_deref(), Some("0"));
 
     // The laptop and the phone type at once; the home takes both pushes in one batch.

@@ -119,8 +119,9 @@ pub fn unhex(text: &str) -> Option<[u8; 32]> {
     bytes.try_into().ok()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// Lower-case hex (the node's one encoder, in `repo.rs`).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    crate::repo::hex(bytes)
 }
 
 #[cfg(test)]
