@@ -18,6 +18,7 @@
 //! ordered, so one seed gives one history: the trace hash proves it.
 
 use std::{
+    borrow::Cow,
     cmp::Reverse,
     collections::{BTreeMap, BTreeSet, BinaryHeap},
 };
@@ -30,7 +31,10 @@ use membrane_protocol::{
     Did, DocumentId, SecretKey, capability,
     sync::{
         DocSet, Effect, HubConfig, Input, Role, SessionId, SyncHub,
-        gate::{Cutoff, RevokedAuthors, cutoff_from_json, cutoff_of, cutoff_to_json, exceeds},
+        gate::{
+            Cutoff, RevokedAuthors, cutoff_from_json, cutoff_of, cutoff_to_json, device_seqs,
+            exceeds,
+        },
         wire::{DocMessage, Frame, RevocationRecord},
     },
     ucan::{
@@ -64,8 +68,12 @@ pub struct NetConfig {
     pub bandwidth: Option<u64>,
     /// How often nodes redial peers they are not connected to.
     pub redial_ms: u64,
-    /// How long the store takes to make a write durable.
+    /// How long the store takes to make a write durable (and to read a document).
     pub store_delay_ms: u64,
+    /// How many documents a node keeps in memory between inputs (its index stays too);
+    /// the rest are known by their heads and read from its store when needed, as the real
+    /// node does. `None` keeps everything loaded.
+    pub resident_docs: Option<usize>,
 }
 
 impl Default for NetConfig {
@@ -78,6 +86,7 @@ impl Default for NetConfig {
             bandwidth: None,
             redial_ms: 500,
             store_delay_ms: 5,
+            resident_docs: Some(1),
         }
     }
 }
@@ -234,6 +243,12 @@ enum Event {
     },
     Flush {
         node: NodeId,
+    },
+    /// A document read from a node's store arrives (for the run that asked).
+    Load {
+        node: NodeId,
+        run: u32,
+        doc: DocumentId,
     },
     Redial,
     Action(Action),
@@ -520,8 +535,12 @@ impl Sim {
     /// A local write on `node`: sets `key` to `value` in `doc`. Acknowledged once durable.
     pub fn edit(&mut self, node: NodeId, doc: DocumentId, key: &str, value: &str) -> bool {
         let time = self.unix_secs(node) as i64;
+        if !self.nodes[node].up || !self.nodes[node].hub.docs().contains(&doc) {
+            return false;
+        }
+        self.ensure_loaded(node, doc);
         let n = &mut self.nodes[node];
-        if !n.up || !n.hub.docs().contains(&doc) {
+        if !n.hub.docs().contains(&doc) {
             return false;
         }
         let actor = n.actor();
@@ -585,6 +604,7 @@ impl Sim {
         if changes.is_empty() {
             return;
         }
+        self.ensure_loaded(node, doc);
         let n = &mut self.nodes[node];
         let before = n.hub.docs().heads(&doc).unwrap_or_default().to_vec();
         self.edits += changes.len() as u64;
@@ -632,11 +652,16 @@ impl Sim {
             "revoked": list(revoked),
         });
         if let Some(device) = device {
+            let ids: Vec<DocumentId> = n.hub.docs().ids().copied().collect();
+            for id in ids {
+                self.ensure_loaded(node, id);
+            }
+            let n = &self.nodes[node];
             let cutoff = cutoff_of(&self.nodes[device].did, n.hub.docs());
             record["device"] = self.nodes[device].did.to_string().into();
             record["cutoff"] = cutoff_to_json(&cutoff);
         }
-        let index = self.persons[n.person].index;
+        let index = self.persons[self.nodes[node].person].index;
         self.edit(
             node,
             index,
@@ -675,13 +700,14 @@ impl Sim {
             return;
         }
         n.run += 1;
+        // Known by heads, as the real node's store records them; content on demand.
         let mut docs = DocSet::new();
         for (id, chunks) in &n.durable {
             let mut doc = Automerge::new();
             for chunk in chunks {
                 doc.load_incremental(chunk).expect("durable chunks load");
             }
-            docs.insert(*id, doc);
+            docs.insert_unloaded(*id, doc.get_heads());
         }
         let root = self.persons[n.person].root.did();
         n.hub = new_hub(&n.key, root, &n.authority, docs);
@@ -692,6 +718,8 @@ impl Sim {
         n.index_heads.clear();
         n.up = true;
         self.hash_event(b"restart", node, &[]);
+        let index = self.persons[self.nodes[node].person].index;
+        self.ensure_loaded(node, index);
         self.after_input(node);
     }
 
@@ -845,6 +873,14 @@ impl Sim {
             Event::Redial => self.redial(),
             Event::Action(action) => action(self),
             Event::Flush { node } => self.flush(node),
+            Event::Load { node, run, doc } => {
+                if !self.nodes[node].up || self.nodes[node].run != run {
+                    return; // asked before a crash: the new run asks again
+                }
+                self.hash_event(b"load", node, doc.as_bytes());
+                let content = self.stored(node, &doc).map(Box::new);
+                self.input(node, Input::Loaded { doc, content });
+            }
             Event::Opened {
                 node,
                 conn,
@@ -899,6 +935,70 @@ impl Sim {
         let effects = self.nodes[node].hub.handle(now, input);
         self.carry_out(node, effects);
         self.after_input(node);
+        self.unload_idle(node);
+    }
+
+    /// What `node`'s store holds of `doc`, with the writes still queued (a store read sees
+    /// them, as the real one does); `None` when it holds nothing.
+    fn stored(&self, node: NodeId, doc: &DocumentId) -> Option<Automerge> {
+        let n = &self.nodes[node];
+        let mut chunks: Vec<&[u8]> = n
+            .durable
+            .get(doc)
+            .map_or_else(Vec::new, |c| c.iter().map(Vec::as_slice).collect());
+        for u in n.unflushed.iter().filter(|u| u.doc == *doc) {
+            if u.snapshot {
+                chunks.clear();
+            }
+            chunks.push(&u.data);
+        }
+        if chunks.is_empty() {
+            return None;
+        }
+        let mut loaded = Automerge::new();
+        for chunk in chunks {
+            loaded.load_incremental(chunk).expect("stored chunks load");
+        }
+        Some(loaded)
+    }
+
+    /// A document's content as `node` would read it: from memory, or from its store.
+    pub fn content(&self, node: NodeId, doc: &DocumentId) -> Option<Cow<'_, Automerge>> {
+        let n = &self.nodes[node];
+        if let Some(held) = n.hub.docs().get(doc) {
+            return Some(Cow::Borrowed(held));
+        }
+        if !n.hub.docs().contains(doc) {
+            return None;
+        }
+        self.stored(node, doc).map(Cow::Owned)
+    }
+
+    /// Reads `doc` into `node`'s memory now if it is held there but not loaded (a local
+    /// call that needs it, as `RepoActor::ensure_loaded` does).
+    fn ensure_loaded(&mut self, node: NodeId, doc: DocumentId) {
+        let docs = self.nodes[node].hub.docs();
+        if docs.contains(&doc) && !docs.is_loaded(&doc) {
+            let content = self.stored(node, &doc).map(Box::new);
+            let now = self.unix_secs(node);
+            let effects = self.nodes[node]
+                .hub
+                .handle(now, Input::Loaded { doc, content });
+            self.carry_out(node, effects);
+        }
+    }
+
+    /// Unloads what is beyond the node's resident budget; only between inputs, when every
+    /// change in memory has been handed to its store.
+    fn unload_idle(&mut self, node: NodeId) {
+        let Some(keep) = self.net.resident_docs else {
+            return;
+        };
+        let index = self.persons[self.nodes[node].person].index;
+        self.nodes[node]
+            .hub
+            .docs_mut()
+            .unload_beyond(keep + 1, |id| *id == index);
     }
 
     fn flush(&mut self, node: NodeId) {
@@ -944,7 +1044,8 @@ impl Sim {
                     *self.stats.close_reasons.entry(why).or_default() += 1;
                     self.break_conn(session.0);
                 }
-                Effect::StoreChanges { doc, data } | Effect::StoreSnapshot { doc, data, .. } => {
+                Effect::StoreChanges { doc, data, .. }
+                | Effect::StoreSnapshot { doc, data, .. } => {
                     let snapshot = is_snapshot;
                     let due = self.now + self.net.store_delay_ms;
                     self.nodes[node].unflushed.push(Unflushed {
@@ -986,6 +1087,10 @@ impl Sim {
                             &entry.to_string(),
                         );
                     }
+                }
+                Effect::Load { doc } => {
+                    let run = self.nodes[node].run;
+                    self.schedule(self.net.store_delay_ms, Event::Load { node, run, doc });
                 }
                 Effect::DocumentPoisoned { doc } => {
                     self.violations
@@ -1074,7 +1179,16 @@ impl Sim {
             let mine = amendments
                 .iter()
                 .any(|(c, by, _)| *c == cid.to_string() && *by == me);
-            let view = cutoff_of(device, n.hub.docs());
+            // Every document counts, loaded or not (read from the store if need be).
+            let mut view = Cutoff::new();
+            for id in n.hub.docs().ids() {
+                if let Some(doc) = self.content(node, id) {
+                    let actors = device_seqs(device, &doc);
+                    if !actors.is_empty() {
+                        view.insert(*id, actors);
+                    }
+                }
+            }
             if !mine && exceeds(&view, authors.cutoff(device)) {
                 amend.push((format!("revocation-cutoff:{cid}:{me}"), view));
             }
@@ -1296,12 +1410,10 @@ impl Sim {
                 continue;
             }
             for holder in self.entitled(w.doc) {
-                let value = self.nodes[holder]
-                    .hub
-                    .docs()
-                    .get(&w.doc)
-                    .and_then(|d| d.get(ROOT, w.key.as_str()).ok().flatten())
-                    .and_then(|(v, _)| v.into_string().ok());
+                let value = self.content(holder, &w.doc).and_then(|d| {
+                    let (v, _) = d.get(ROOT, w.key.as_str()).ok().flatten()?;
+                    v.into_string().ok()
+                });
                 if value.as_deref() != Some(w.value.as_str()) {
                     lost.push(format!(
                         "{}'s acknowledged write {} is not on {}",

@@ -142,9 +142,10 @@ impl Node {
         let actor = repo::actor_for(&identity.device.did());
         let loaded_clock_floor = loaded.clock_floor;
         let loaded_requests = std::mem::take(&mut loaded.requests);
-        for loaded_doc in loaded.docs {
-            chunks.insert(loaded_doc.id, loaded_doc.chunks);
-            docs.insert(loaded_doc.id, loaded_doc.doc);
+        // Documents are known by their heads; their content is read when first needed.
+        for stored in loaded.docs {
+            chunks.insert(stored.id, stored.chunks);
+            docs.insert_unloaded(stored.id, stored.heads);
         }
         let hub = SyncHub::new(
             HubConfig {
@@ -206,6 +207,8 @@ impl Node {
             requests: crate::requests::RequestQueue::load(loaded_requests),
             views: Default::default(),
             stale_views: Default::default(),
+            to_load: Default::default(),
+            vouch_checked: Default::default(),
             listen_tx,
             announce: config.announce.clone(),
             traffic: traffic.clone(),

@@ -15,7 +15,7 @@ use membrane_protocol::{
     Did, DocumentId,
     sync::{
         AccessKind, CloseReason, Effect, Input, SessionId, SyncHub,
-        gate::{Cutoff, RevokedAuthors, actor_from_hex, cutoff_of, cutoff_to_json, exceeds},
+        gate::{Cutoff, RevokedAuthors, actor_from_hex, cutoff_to_json, device_seqs, exceeds},
     },
 };
 use serde::Serialize;
@@ -27,7 +27,7 @@ use crate::{
     json::{self, PathError},
     net::{NetCommand, NetEvent},
     random,
-    store::{DeviceRecord, DocMeta, Pending, StoreError, StoreHandle},
+    store::{DeviceRecord, DocMeta, Pending, ReadDoc, StoreError, StoreHandle},
     time,
 };
 
@@ -308,25 +308,34 @@ impl Incoming {
     }
 }
 
-/// Compares a peer's known heads with our copy.
-fn compare_heads(doc: &Automerge, theirs: &[ChangeHash]) -> (SyncState, Option<usize>) {
-    let mut ours = doc.get_heads();
+/// Compares a peer's known heads with ours; `None` when they differ and telling who
+/// lacks what needs the document's `content`, which is not loaded.
+fn compare_heads(
+    ours: &[ChangeHash],
+    content: Option<&Automerge>,
+    theirs: &[ChangeHash],
+) -> Option<(SyncState, Option<usize>)> {
+    let mut ours = ours.to_vec();
     let mut theirs = theirs.to_vec();
     ours.sort_unstable();
     theirs.sort_unstable();
     if ours == theirs {
-        return (SyncState::InSync, Some(0));
+        return Some((SyncState::InSync, Some(0)));
     }
-    if theirs
-        .iter()
-        .any(|h| doc.get_change_meta_by_hash(h).is_none())
-    {
-        return (SyncState::WeLack, None);
-    }
-    match doc.get_changes_meta(&theirs).len() {
-        0 => (SyncState::InSync, Some(0)),
-        n => (SyncState::TheyLack, Some(n)),
-    }
+    let doc = content?;
+    Some(
+        if theirs
+            .iter()
+            .any(|h| doc.get_change_meta_by_hash(h).is_none())
+        {
+            (SyncState::WeLack, None)
+        } else {
+            match doc.get_changes_meta(&theirs).len() {
+                0 => (SyncState::InSync, Some(0)),
+                n => (SyncState::TheyLack, Some(n)),
+            }
+        },
+    )
 }
 
 /// How long a peer has to complete `Hello` before its session is closed.
@@ -476,10 +485,21 @@ pub(crate) struct RepoActor {
     pub(crate) views: crate::views::Views,
     /// Sources whose views must be brought up to date.
     pub(crate) stale_views: std::collections::BTreeSet<DocumentId>,
+    /// Documents the hub asked to load ([`Effect::Load`]), read at the top of the next
+    /// turn of the actor's loop, a batch at a time.
+    pub(crate) to_load: std::collections::VecDeque<DocumentId>,
+    /// Revocations whose device this node has checked it vouches for (see
+    /// `refresh_registry`): once per revocation per run, as it loads every document.
+    pub(crate) vouch_checked: std::collections::BTreeSet<String>,
 }
 
 /// Most frames handled as one batch, and most bytes (a frame can be 16 MiB).
 const MAX_FRAME_BATCH: usize = 64;
+/// Most documents kept in memory once the actor is idle (least recently used go first;
+/// the index document always stays). The rest are known by their heads only.
+const LOADED_DOCS: usize = 64;
+/// Most documents read from the store in one request.
+const LOAD_BATCH: usize = 32;
 const MAX_FRAME_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
 /// How far the clock floor may run ahead of the stored one before it is written again.
@@ -522,12 +542,16 @@ fn heads_hex(doc: &Automerge) -> Vec<String> {
 
 impl RepoActor {
     pub(crate) async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        // The index (names, registry, grants) is read on almost every call: it stays loaded.
+        self.ensure_loaded(&[self.index]).await;
         self.refresh_registry().await;
         let mut sweep = tokio::time::interval(HELLO_TIMEOUT / 4);
         loop {
             if !self.stale_views.is_empty() {
                 self.refresh_views().await;
             }
+            self.serve_loads().await;
+            self.unload_idle();
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
@@ -760,19 +784,26 @@ impl RepoActor {
                         .reconciled
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                Effect::StoreChanges { doc, data } => {
+                Effect::Load { doc } => self.to_load.push_back(doc),
+                Effect::StoreChanges { doc, data, heads } => {
                     let len = data.len();
-                    if let Ok(pending) = self.store.enqueue_append(doc, data).await {
+                    if let Ok(pending) = self.store.enqueue_append(doc, data, heads).await {
                         watch_failure(pending, doc);
                         self.after_append(doc, len).await;
                     }
                 }
-                Effect::StoreSnapshot { doc, data, from } => {
+                Effect::StoreSnapshot {
+                    doc,
+                    data,
+                    heads,
+                    from,
+                } => {
                     let meta = DocMeta {
                         name: None,
                         created: time::now(),
                     };
-                    if let Ok(pending) = self.store.enqueue_create_doc(doc, meta, data).await {
+                    if let Ok(pending) = self.store.enqueue_create_doc(doc, meta, data, heads).await
+                    {
                         watch_failure(pending, doc);
                         self.chunks.insert(doc, 0);
                         self.compaction.insert(doc, Compaction::default());
@@ -943,6 +974,112 @@ impl RepoActor {
         }
     }
 
+    /// Reads the documents the hub asked for, a batch at a time, unloading between
+    /// batches so memory stays bounded however many a peer's reconciliation touches.
+    async fn serve_loads(&mut self) {
+        while !self.to_load.is_empty() {
+            let take = self.to_load.len().min(LOAD_BATCH);
+            let batch: Vec<DocumentId> = self.to_load.drain(..take).collect();
+            self.load(batch).await;
+            self.unload_idle();
+        }
+    }
+
+    /// Unloads the least recently used documents beyond [`LOADED_DOCS`]. Called only
+    /// between inputs: every change in memory has been queued to the store by then, and a
+    /// store read sees every queued write.
+    fn unload_idle(&mut self) {
+        let index = self.index;
+        self.hub
+            .docs_mut()
+            .unload_beyond(LOADED_DOCS, |id| *id == index);
+    }
+
+    /// Makes sure held documents are in memory, reading those that are not, and marks them
+    /// used. Loads the hub asks for meanwhile wait for the next turn of the loop, so
+    /// nothing is unloaded under the caller.
+    pub(crate) async fn ensure_loaded(&mut self, ids: &[DocumentId]) {
+        let missing: Vec<DocumentId> = ids
+            .iter()
+            .filter(|id| self.hub.docs().contains(id) && !self.hub.docs().is_loaded(id))
+            .copied()
+            .collect();
+        for batch in missing.chunks(LOAD_BATCH) {
+            self.load(batch.to_vec()).await;
+        }
+        for id in ids {
+            self.hub.docs_mut().touch(id);
+        }
+    }
+
+    /// Reads documents from the store and hands them to the hub, which runs the work
+    /// that waited for them. One that does not load is quarantined and forgotten here.
+    async fn load(&mut self, ids: Vec<DocumentId>) {
+        let ids: Vec<DocumentId> = ids
+            .into_iter()
+            .filter(|id| !self.hub.docs().is_loaded(id) || self.hub.loading().any(|l| l == id))
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let read = match self.store.read_docs(ids.clone()).await {
+            Ok(read) => read,
+            Err(error) => {
+                tracing::error!(%error, "cannot read documents from the store");
+                ids.into_iter()
+                    .map(|id| ReadDoc {
+                        id,
+                        content: Err(error.to_string()),
+                    })
+                    .collect()
+            }
+        };
+        let mut inputs = Vec::with_capacity(read.len());
+        for ReadDoc { id, content } in read {
+            let content = match content {
+                Ok(doc) => Some(Box::new(doc)),
+                Err(reason) => {
+                    tracing::error!(doc = %id, %reason, "document not available; not served");
+                    if !self.quarantined.iter().any(|(q, _)| *q == id) {
+                        self.quarantined.push((id, reason));
+                    }
+                    None
+                }
+            };
+            inputs.push(Input::Loaded { doc: id, content });
+        }
+        let now = self.now();
+        let effects = self.hub.handle_all(now, inputs);
+        Box::pin(self.carry_out(effects)).await;
+    }
+
+    /// What this device holds of `device`'s changes across every document (its cutoff,
+    /// were it revoked now), loading documents a batch at a time.
+    async fn cutoff_of_all(&mut self, device: &Did) -> Cutoff {
+        let ids: Vec<DocumentId> = self.hub.docs().ids().copied().collect();
+        let mut cutoff = Cutoff::new();
+        for batch in ids.chunks(LOAD_BATCH) {
+            let was_loaded: Vec<bool> = batch
+                .iter()
+                .map(|id| self.hub.docs().is_loaded(id))
+                .collect();
+            self.ensure_loaded(batch).await;
+            for (id, was_loaded) in batch.iter().zip(was_loaded) {
+                if let Some(doc) = self.hub.docs().get(id) {
+                    let actors = device_seqs(device, doc);
+                    if !actors.is_empty() {
+                        cutoff.insert(*id, actors);
+                    }
+                }
+                // Only what this loaded goes back: callers may rely on the rest.
+                if !was_loaded && !self.hub.loading().any(|l| l == id) {
+                    self.hub.docs_mut().unload(id);
+                }
+            }
+        }
+        cutoff
+    }
+
     pub(crate) fn resolve(&self, text: &str) -> Result<DocumentId, NodeError> {
         if let Ok(id) = text.parse::<DocumentId>()
             && self.hub.docs().contains(&id)
@@ -983,6 +1120,7 @@ impl RepoActor {
         if self.views.contains_key(&doc) {
             self.stale_views.insert(doc);
         }
+        self.ensure_loaded(&[doc]).await;
         let actor = self.actor.clone();
         let outcome = self
             .hub
@@ -1017,7 +1155,8 @@ impl RepoActor {
             return Ok(None);
         };
         let len = chunk.len();
-        let pending = self.store.enqueue_append(doc, chunk.clone()).await?;
+        let heads = self.hub.docs().heads(&doc).unwrap_or_default().to_vec();
+        let pending = self.store.enqueue_append(doc, chunk.clone(), heads).await?;
         self.after_append(doc, len).await;
         let effects = self.hub.handle(
             time::now(),
@@ -1049,6 +1188,7 @@ impl RepoActor {
             }
             return;
         }
+        self.ensure_loaded(&[doc]).await;
         let actor = self.actor.clone();
         let Some(before) = self.hub.docs().heads(&doc).map(<[_]>::to_vec) else {
             for (_, reply) in batch {
@@ -1083,7 +1223,8 @@ impl RepoActor {
         let pending = match chunk {
             Some(chunk) => {
                 let len = chunk.len();
-                match self.store.enqueue_append(doc, chunk.clone()).await {
+                let heads = self.hub.docs().heads(&doc).unwrap_or_default().to_vec();
+                match self.store.enqueue_append(doc, chunk.clone(), heads).await {
                     Ok(pending) => {
                         self.after_append(doc, len).await;
                         let effects = self.hub.handle(
@@ -1142,6 +1283,7 @@ impl RepoActor {
                     created: time::now(),
                 },
                 doc.save(),
+                doc.get_heads(),
             )
             .await?;
         self.chunks.insert(self.index, 0);
@@ -1193,6 +1335,7 @@ impl RepoActor {
                         created: now,
                     },
                     saved.clone(),
+                    doc.get_heads(),
                 )
                 .await?,
         );
@@ -1241,10 +1384,16 @@ impl RepoActor {
                 reply_when_durable(result, reply);
             }
             RepoCommand::Get { doc, path, reply } => {
-                let result = self.resolve(&doc).and_then(|id| {
-                    let doc = self.hub.docs().get(&id).expect("resolved");
-                    Ok(json::get(doc, &path)?)
-                });
+                let result = match self.resolve(&doc) {
+                    Ok(id) => {
+                        self.ensure_loaded(&[id]).await;
+                        match self.hub.docs().get(&id) {
+                            Some(doc) => json::get(doc, &path).map_err(NodeError::from),
+                            None => Err(NodeError::NoSuchDocument(id.to_string())),
+                        }
+                    }
+                    Err(error) => Err(error),
+                };
                 let _ = reply.send(result);
             }
             RepoCommand::Set {
@@ -1272,6 +1421,7 @@ impl RepoActor {
                 self.answer_when_durable(result, reply);
             }
             RepoCommand::Read { doc, read } => {
+                self.ensure_loaded(&[doc]).await;
                 if let Some(d) = self.hub.docs().get(&doc) {
                     read(d);
                 }
@@ -1291,9 +1441,17 @@ impl RepoActor {
                 let _ = reply.send(Ok(list));
             }
             RepoCommand::History { doc, reply } => {
-                let result = self.resolve(&doc).map(|id| {
-                    let doc = self.hub.docs().get(&id).expect("resolved");
-                    doc.get_changes(&[])
+                if let Ok(id) = self.resolve(&doc) {
+                    self.ensure_loaded(&[id]).await;
+                }
+                let result = self.resolve(&doc).and_then(|id| {
+                    let doc = self
+                        .hub
+                        .docs()
+                        .get(&id)
+                        .ok_or_else(|| NodeError::NoSuchDocument(id.to_string()))?;
+                    Ok(doc
+                        .get_changes(&[])
                         .iter()
                         .map(|c| ChangeInfo {
                             hash: hex(&c.hash().0),
@@ -1302,7 +1460,7 @@ impl RepoActor {
                             time: c.timestamp(),
                             message: c.message().map(str::to_owned),
                         })
-                        .collect()
+                        .collect())
                 });
                 let _ = reply.send(result);
             }
@@ -1425,7 +1583,7 @@ impl RepoActor {
             .did
             .parse()
             .map_err(|e| NodeError::Invalid(format!("registry entry {}: {e}", entry.did)))?;
-        let cutoff = cutoff_to_json(&cutoff_of(&device, self.hub.docs()));
+        let cutoff = cutoff_to_json(&self.cutoff_of_all(&device).await);
         let mut revoked = Vec::new();
         let mut pending = Vec::new();
         for field in ["authority", "powerline"] {
@@ -1651,16 +1809,16 @@ impl RepoActor {
             }
         }
         // Did this device take the revoked device's changes before it heard of the
-        // revocation? Then it vouches for them, once, so all devices converge.
+        // revocation? Then it vouches for them, once, so all devices converge. Finding
+        // out reads every document, so each revocation is checked once per run: changes
+        // that arrive later are judged against the cutoff and cannot exceed it.
         let me = self.device.to_string();
-        let mut amend = Vec::new();
-        for (cid, device) in &revoked_devices {
-            let mine = amendments.iter().any(|(c, by, _)| c == cid && *by == me);
-            let view = cutoff_of(device, self.hub.docs());
-            if !mine && exceeds(&view, authors.cutoff(device)) {
-                amend.push((format!("/revocation-cutoff:{cid}:{me}"), view));
-            }
-        }
+        let to_check: Vec<(String, Did, Option<Cutoff>)> = revoked_devices
+            .iter()
+            .filter(|(cid, _)| !self.vouch_checked.contains(cid))
+            .filter(|(cid, _)| !amendments.iter().any(|(c, by, _)| c == cid && *by == me))
+            .map(|(cid, device)| (cid.clone(), *device, authors.cutoff(device).cloned()))
+            .collect();
         self.revoked = set.iter().map(ToString::to_string).collect();
         self.revoked_devices = revoked_devices.iter().map(|(_, d)| *d).collect();
         self.views = self.views_from_registry(index);
@@ -1679,6 +1837,14 @@ impl RepoActor {
         }
         if !addrs.is_empty() {
             let _ = self.net.send(NetCommand::Remember(addrs)).await;
+        }
+        let mut amend = Vec::new();
+        for (cid, device, cutoff) in to_check {
+            let view = self.cutoff_of_all(&device).await;
+            if exceeds(&view, cutoff.as_ref()) {
+                amend.push((format!("/revocation-cutoff:{cid}:{me}"), view));
+            }
+            self.vouch_checked.insert(cid);
         }
         for (key, view) in amend {
             let entry = json!({ "cutoff": cutoff_to_json(&view), "at": self.now_read_only() });
@@ -1754,7 +1920,7 @@ impl RepoActor {
         }
     }
 
-    async fn status(&self) -> Status {
+    async fn status(&mut self) -> Status {
         let peers: Vec<Did> = self.hub.peers().into_iter().map(|(_, p)| p).collect();
         let seen = self.store.devices().await.unwrap_or_default();
         let devices = seen
@@ -1767,30 +1933,40 @@ impl RepoActor {
             .collect();
         let own_devices: Vec<DeviceEntry> = self.devices().await;
         let index = StatusIndex::new(&own_devices, &self.sync_states);
-        let documents = self
+        let ids: Vec<DocumentId> = self
             .hub
             .docs()
             .ids()
             .filter(|id| **id != self.index)
-            .map(|id| {
-                let status = self.hub.doc_status(id);
-                DocStatus {
-                    id: id.to_string(),
-                    name: self.name_of(id),
-                    in_sync_with: status
-                        .iter()
-                        .filter(|s| s.in_sync)
-                        .map(|s| s.peer.to_string())
-                        .collect(),
-                    syncing_with: status
-                        .iter()
-                        .filter(|s| !s.in_sync)
-                        .map(|s| s.peer.to_string())
-                        .collect(),
-                    peers: self.peer_sync(id, &status, &peers, &index),
-                }
-            })
+            .copied()
             .collect();
+        let mut documents = Vec::with_capacity(ids.len());
+        // Where a peer's known heads differ from ours, telling who lacks what needs the
+        // document's content: those are loaded afterwards, a batch at a time.
+        let mut needs_content = Vec::new();
+        for id in ids {
+            match self.doc_status_of(&id, &peers, &index) {
+                Some(status) => documents.push((id, status)),
+                None => needs_content.push(id),
+            }
+        }
+        for batch in needs_content.chunks(LOAD_BATCH) {
+            let was_loaded: Vec<bool> = batch
+                .iter()
+                .map(|id| self.hub.docs().is_loaded(id))
+                .collect();
+            self.ensure_loaded(batch).await;
+            for (id, was_loaded) in batch.iter().zip(was_loaded) {
+                if let Some(status) = self.doc_status_of(id, &peers, &index) {
+                    documents.push((*id, status));
+                }
+                if !was_loaded && !self.hub.loading().any(|l| l == id) {
+                    self.hub.docs_mut().unload(id);
+                }
+            }
+        }
+        documents.sort_by_key(|(id, _)| *id);
+        let documents = documents.into_iter().map(|(_, status)| status).collect();
         Status {
             device: self.device.to_string(),
             root: self.root.to_string(),
@@ -1824,17 +2000,43 @@ impl RepoActor {
         }
     }
 
-    /// What is known of each relevant peer's copy of `doc` (see [`PeerSync`]).
+    /// One document's line in `status`; `None` when it needs the document's content and
+    /// that is not loaded.
+    fn doc_status_of(
+        &self,
+        id: &DocumentId,
+        peers: &[Did],
+        index: &StatusIndex<'_>,
+    ) -> Option<DocStatus> {
+        let status = self.hub.doc_status(id);
+        Some(DocStatus {
+            id: id.to_string(),
+            name: self.name_of(id),
+            in_sync_with: status
+                .iter()
+                .filter(|s| s.in_sync)
+                .map(|s| s.peer.to_string())
+                .collect(),
+            syncing_with: status
+                .iter()
+                .filter(|s| !s.in_sync)
+                .map(|s| s.peer.to_string())
+                .collect(),
+            peers: self.peer_sync(id, &status, peers, index)?,
+        })
+    }
+
+    /// What is known of each relevant peer's copy of `doc` (see [`PeerSync`]); `None`
+    /// when some peer's heads differ from ours and the content is not loaded.
     fn peer_sync(
         &self,
         doc: &DocumentId,
         live: &[membrane_protocol::sync::PeerDocStatus],
         connected: &[Did],
         index: &StatusIndex<'_>,
-    ) -> Vec<PeerSync> {
-        let Some(ours) = self.hub.docs().get(doc) else {
-            return Vec::new();
-        };
+    ) -> Option<Vec<PeerSync>> {
+        let ours = self.hub.docs().heads(doc)?;
+        let content = self.hub.docs().get(doc);
         let saved = index.saved.get(doc).map_or(&[][..], Vec::as_slice);
         // The person's devices first, in registry order, then anyone else we know of.
         let mut order: Vec<Did> = Vec::new();
@@ -1869,7 +2071,9 @@ impl RepoActor {
                     .iter()
                     .filter(|s| s.peer == peer)
                     .filter_map(|s| s.their_heads.as_deref())
-                    .max_by_key(|heads| compare_heads(ours, heads).0 == SyncState::InSync);
+                    .max_by_key(|heads| {
+                        compare_heads(ours, content, heads).map(|c| c.0) == Some(SyncState::InSync)
+                    });
                 let saved_heads = || {
                     saved
                         .iter()
@@ -1889,14 +2093,14 @@ impl RepoActor {
                     (KnownFrom::Nothing, None)
                 };
                 let (state, they_lack) = match &heads {
-                    Some(heads) => compare_heads(ours, heads),
+                    Some(heads) => compare_heads(ours, content, heads)?,
                     None if online => (SyncState::Syncing, None),
                     None if entry.is_some_and(|e| e.last_seen.is_none()) => {
                         (SyncState::NeverSynced, None)
                     }
                     None => (SyncState::Unknown, None),
                 };
-                PeerSync {
+                Some(PeerSync {
                     peer: peer.to_string(),
                     name: entry.and_then(|e| e.name.clone()),
                     own_device: entry.is_some(),
@@ -1904,7 +2108,7 @@ impl RepoActor {
                     state,
                     they_lack,
                     known_from,
-                }
+                })
             })
             .collect()
     }
@@ -1915,27 +2119,27 @@ struct StatusIndex<'a> {
     /// The person's devices that are not revoked, with their DIDs parsed.
     own: Vec<(Did, &'a DeviceEntry)>,
     /// Per document, the peers with a saved sync state for it, and that state.
-    saved: HashMap<DocumentId, Vec<(Did, &'a [u8])>>,
+    saved: HashMap<DocumentId, Vec<(Did, Vec<u8>)>>,
 }
 
 impl<'a> StatusIndex<'a> {
     fn new(
         own_devices: &'a [DeviceEntry],
-        sync_states: &'a HashMap<[u8; 32], Vec<(DocumentId, Vec<u8>)>>,
+        sync_states: &HashMap<[u8; 32], Vec<(DocumentId, Vec<u8>)>>,
     ) -> Self {
         let own = own_devices
             .iter()
             .filter(|d| !d.revoked)
             .filter_map(|d| Some((d.did.parse().ok()?, d)))
             .collect();
-        let mut saved: HashMap<DocumentId, Vec<(Did, &'a [u8])>> = HashMap::new();
+        let mut saved: HashMap<DocumentId, Vec<(Did, Vec<u8>)>> = HashMap::new();
         for (key, states) in sync_states {
             let Ok(key) = membrane_protocol::PublicKey::from_bytes(key) else {
                 continue;
             };
             let peer = Did::from(key);
             for (doc, bytes) in states {
-                saved.entry(*doc).or_default().push((peer, bytes));
+                saved.entry(*doc).or_default().push((peer, bytes.clone()));
             }
         }
         Self { own, saved }

@@ -85,6 +85,7 @@ impl RepoActor {
         view: DocumentId,
         path: &str,
     ) -> Result<Vec<Pending>, NodeError> {
+        self.ensure_loaded(&[source, view]).await;
         let Some(doc) = self.hub.docs().get(&source) else {
             return Ok(Vec::new());
         };

@@ -273,7 +273,7 @@ async fn bad_pairings_fail_clearly_and_change_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revoked_phones_later_changes_are_refused_when_another_device_relays_them() {
+async fn a_revoked_phones_change_taken_before_the_news_is_vouched_for_by_the_device_that_took_it() {
     let temp = tempfile::tempdir().unwrap();
     let laptop_dir = temp.path().join("laptop");
     DeviceIdentity::init(&DataDir::new(&laptop_dir), time::now()).unwrap();
@@ -333,9 +333,10 @@ async fn a_revoked_phones_later_changes_are_refused_when_another_device_relays_t
         .unwrap()
         .to_string();
 
-    // The laptop meets the Pi: the Pi learns of the revocation and drops the phone; the
-    // laptop keeps the thief's edit out although an honest device relays it, and still
-    // takes the Pi's own document.
+    // The laptop meets the Pi: the Pi learns of the revocation and drops the phone. The
+    // Pi took the thief's edit while it still trusted the phone, so it vouches for it (a
+    // cutoff amendment in the registry) and every device converges on keeping it; only
+    // the Pi relayed anything of the phone's, and the laptop never heard from the phone.
     laptop
         .dial(pi.listen_addrs(1).await[0].clone())
         .await
@@ -348,24 +349,33 @@ async fn a_revoked_phones_later_changes_are_refused_when_another_device_relays_t
         has(&laptop, &pi_doc, "/uptime", json!(3))
     })
     .await;
-    eventually("the laptop refuses the relayed edit", || async {
-        laptop
-            .status()
-            .await
-            .unwrap()
-            .refused
-            .iter()
-            .any(|r| r.doc == notes && r.reason.contains(&phone_did))
+    eventually("the laptop keeps the edit the Pi vouched for", || {
+        has(&laptop, &notes, "/after", json!("written by the thief"))
     })
     .await;
-    let refused = laptop.status().await.unwrap().refused;
     let pi_did = pi.device().to_string();
+    let refused = laptop.status().await.unwrap().refused;
     assert!(refused.iter().all(|r| r.from == pi_did), "{refused:?}");
-    assert_eq!(laptop.get(&notes, "/after").await.unwrap(), None);
     assert_eq!(
         laptop.get(&notes, "/before").await.unwrap(),
         Some(json!("written while trusted"))
     );
+    // The phone stays cut off: the Pi refuses its sessions from now on.
+    phone
+        .set(&notes, "/later", json!("written after the Pi knew"))
+        .await
+        .unwrap();
+    pi.dial(phone.listen_addrs(1).await[0].clone()).await.ok();
+    eventually("the Pi refuses the phone", || async {
+        pi.status()
+            .await
+            .unwrap()
+            .refused_peers
+            .iter()
+            .any(|r| r.peer == phone_did)
+    })
+    .await;
+    assert_eq!(pi.get(&notes, "/later").await.unwrap(), None);
     for node in [laptop, phone, pi] {
         node.shutdown().await;
     }

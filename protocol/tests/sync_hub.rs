@@ -943,3 +943,132 @@ fn pushes_from_several_peers_handled_as_one_batch_all_apply_and_relay() {
     assert_eq!(home.hub.docs().summary(), laptop.hub.docs().summary());
     assert_eq!(home.hub.docs().summary(), phone.hub.docs().summary());
 }
+
+/// Routes `effects` from `b`, setting aside the documents it asks to load.
+fn route_from_b(
+    wire: &mut Wire,
+    effects: Vec<Effect>,
+    to_a: &mut VecDeque<Vec<u8>>,
+    loads: &mut Vec<DocumentId>,
+) {
+    loads.extend(effects.iter().filter_map(|effect| match effect {
+        Effect::Load { doc } => Some(*doc),
+        _ => None,
+    }));
+    route(wire, effects, to_a, false);
+}
+
+#[test]
+fn a_hub_with_documents_on_disk_loads_only_what_differs_and_converges() {
+    let root = SecretKey::from_seed([7; 32]);
+    let mut a = device(&root, 1);
+    let mut b = device(&root, 2);
+    for n in 0..40 {
+        put(&mut a, doc_id(n), "k", "v");
+    }
+    connect(&mut a, &mut b);
+
+    // B restarts knowing its documents by their heads only; its store holds their bytes.
+    let mut store: std::collections::BTreeMap<DocumentId, Vec<u8>> = (0..40)
+        .map(|n| (doc_id(n), b.hub.docs().get(&doc_id(n)).unwrap().save()))
+        .collect();
+    let heads: Vec<_> = (0..40)
+        .map(|n| b.hub.docs().heads(&doc_id(n)).unwrap().to_vec())
+        .collect();
+    b = device(&root, 2);
+    for (n, heads) in heads.into_iter().enumerate() {
+        b.hub.docs_mut().insert_unloaded(doc_id(n as u32), heads);
+    }
+    let load = |store: &std::collections::BTreeMap<DocumentId, Vec<u8>>, doc: &DocumentId| {
+        Some(Box::new(Automerge::load(&store[doc]).unwrap()))
+    };
+
+    // Offline: A changes two documents, B one (loading it first and storing the change
+    // before it is unloaded, as the node does).
+    put(&mut a, doc_id(3), "a", "1");
+    put(&mut a, doc_id(8), "a", "2");
+    let effects = b.hub.handle(
+        NOW,
+        Input::Loaded {
+            doc: doc_id(5),
+            content: load(&store, &doc_id(5)),
+        },
+    );
+    assert!(effects.is_empty());
+    put(&mut b, doc_id(5), "b", "3");
+    store.insert(doc_id(5), b.hub.docs().get(&doc_id(5)).unwrap().save());
+    b.hub.docs_mut().unload_beyond(0, |_| false);
+    let read = |doc: &DocumentId| load(&store, doc);
+    assert_eq!(b.hub.docs().loaded_len(), 0);
+
+    // They meet. B's loads are answered one leg late, so frames about a document arrive
+    // while it is still on disk and must wait for it.
+    let (mut wire, mut to_b, mut to_a) = (Wire::default(), VecDeque::new(), VecDeque::new());
+    let mut loads = Vec::new();
+    let mut asked = Vec::new();
+    let a_me = a.hub.me();
+    let b_me = b.hub.me();
+    let opened = |peer, role| Input::Opened {
+        session: SessionId(1),
+        peer,
+        role,
+        persisted: vec![],
+    };
+    route(
+        &mut wire,
+        a.hub.handle(NOW, opened(b_me, Role::Initiator)),
+        &mut to_b,
+        true,
+    );
+    let effects = b.hub.handle(NOW, opened(a_me, Role::Responder));
+    route_from_b(&mut wire, effects, &mut to_a, &mut loads);
+    while !to_a.is_empty() || !to_b.is_empty() || !loads.is_empty() {
+        assert!(wire.legs < 1_000, "the hubs never fall quiet");
+        wire.legs += 1;
+        let due: Vec<Input> = loads
+            .drain(..)
+            .inspect(|doc| asked.push(*doc))
+            .map(|doc| Input::Loaded {
+                doc,
+                content: read(&doc),
+            })
+            .collect();
+        for frame in std::mem::take(&mut to_b) {
+            let effects = b.hub.handle(
+                NOW,
+                Input::Received {
+                    session: SessionId(1),
+                    frame,
+                },
+            );
+            route_from_b(&mut wire, effects, &mut to_a, &mut loads);
+        }
+        let effects = b.hub.handle_all(NOW, due);
+        route_from_b(&mut wire, effects, &mut to_a, &mut loads);
+        for frame in std::mem::take(&mut to_a) {
+            let effects = a.hub.handle(
+                NOW,
+                Input::Received {
+                    session: SessionId(1),
+                    frame,
+                },
+            );
+            route(&mut wire, effects, &mut to_b, true);
+        }
+    }
+    assert!(wire.closes.is_empty(), "{:?}", wire.closes);
+    asked.sort();
+    let mut differing = vec![doc_id(3), doc_id(5), doc_id(8)];
+    differing.sort();
+    assert_eq!(asked, differing, "only the documents that differ are read");
+    for n in 0..40 {
+        assert_eq!(
+            a.hub.docs().heads(&doc_id(n)),
+            b.hub.docs().heads(&doc_id(n))
+        );
+    }
+    assert_eq!(get(&b, doc_id(3), "a").as_deref(), Some("1"));
+    assert_eq!(get(&b, doc_id(8), "a").as_deref(), Some("2"));
+    assert_eq!(get(&a, doc_id(5), "b").as_deref(), Some("3"));
+    assert!(b.hub.loading().next().is_none());
+}

@@ -78,10 +78,8 @@ pub fn run(seed: u64, variant: Variant) -> Outcome {
     let mut outcome = super::finish_with(sim, "sarah", seed, healed_at, 60_000, move |sim| {
         let mut seen = Vec::new();
         for node in [laptop, pi, tom_phone] {
-            let leaked = sim.nodes[node]
-                .hub
-                .docs()
-                .get(&calendar)
+            let leaked = sim
+                .content(node, &calendar)
                 .is_some_and(|d| d.keys(ROOT).any(|k| k.starts_with("thief")));
             if leaked {
                 seen.push(format!(

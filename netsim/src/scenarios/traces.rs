@@ -231,10 +231,8 @@ pub fn replay(trace: &Converted, name: &str, seed: u64, variant: Variant, whole:
         move |sim| {
             let mut wrong = Vec::new();
             for &d in &devices_for_check {
-                let text = sim.nodes[d]
-                    .hub
-                    .docs()
-                    .get(&doc)
+                let text = sim
+                    .content(d, &doc)
                     .and_then(|doc| {
                         let (_, text) = doc.get(ROOT, "text").ok().flatten()?;
                         doc.text(&text).ok()
@@ -283,7 +281,7 @@ fn type_along(
                 };
                 let Some(change) = next else { break };
                 let ready = sim.nodes[device].up
-                    && sim.nodes[device].hub.docs().get(&doc).is_some_and(|d| {
+                    && sim.content(device, &doc).is_some_and(|d| {
                         change.deps().iter().all(|h: &ChangeHash| {
                             have.contains(h) || d.get_change_by_hash(h).is_some()
                         })

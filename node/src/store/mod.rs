@@ -19,7 +19,7 @@ use std::{
     thread,
 };
 
-use automerge::Automerge;
+use automerge::{Automerge, ChangeHash};
 use membrane_protocol::{Did, DocumentId, ucan::UnixTime};
 use redb::{Database, Durability, ReadableDatabase as _, ReadableTable as _};
 use serde::{Deserialize, Serialize};
@@ -93,15 +93,14 @@ pub struct DocMeta {
     pub created: UnixTime,
 }
 
-/// One document as loaded at open.
+/// One document as known at open: its heads, not its content (see
+/// [`StoreHandle::read_docs`]).
 #[derive(Debug)]
-pub struct LoadedDoc {
+pub struct StoredDoc {
     /// Its id.
     pub id: DocumentId,
-    /// Its metadata.
-    pub meta: DocMeta,
-    /// Its content.
-    pub doc: Automerge,
+    /// Its heads as of its last stored data.
+    pub heads: Vec<ChangeHash>,
     /// How many chunks sit on top of the snapshot.
     pub chunks: u64,
 }
@@ -109,8 +108,8 @@ pub struct LoadedDoc {
 /// Everything read at open.
 #[derive(Debug, Default)]
 pub struct Loaded {
-    /// Documents that loaded.
-    pub docs: Vec<LoadedDoc>,
+    /// Documents not quarantined.
+    pub docs: Vec<StoredDoc>,
     /// Documents that did not, with the reason.
     pub quarantined: Vec<(DocumentId, String)>,
     /// Persisted sync states by peer.
@@ -140,10 +139,12 @@ enum Write {
         id: DocumentId,
         meta: DocMeta,
         snapshot: Vec<u8>,
+        heads: Vec<ChangeHash>,
     },
     Append {
         id: DocumentId,
         chunk: Vec<u8>,
+        heads: Vec<ChangeHash>,
     },
     Compact {
         id: DocumentId,
@@ -175,9 +176,9 @@ enum Command {
     Write(Write, oneshot::Sender<Result<u64, StoreError>>),
     Devices(oneshot::Sender<Result<Vec<(String, DeviceRecord)>, StoreError>>),
     Quarantined(oneshot::Sender<Result<Vec<(DocumentId, String)>, StoreError>>),
-    ReadDoc(
-        DocumentId,
-        oneshot::Sender<Result<Option<Automerge>, StoreError>>,
+    ReadDocs(
+        Vec<DocumentId>,
+        oneshot::Sender<Result<Vec<ReadDoc>, StoreError>>,
     ),
     AccessLog(oneshot::Sender<Result<Vec<AccessEntry>, StoreError>>),
     VerifyAccessLog(oneshot::Sender<Result<Result<u64, LogBroken>, StoreError>>),
@@ -276,8 +277,15 @@ impl StoreHandle {
         id: DocumentId,
         meta: DocMeta,
         snapshot: Vec<u8>,
+        heads: Vec<ChangeHash>,
     ) -> Result<Pending, StoreError> {
-        self.enqueue(Write::CreateDoc { id, meta, snapshot }).await
+        self.enqueue(Write::CreateDoc {
+            id,
+            meta,
+            snapshot,
+            heads,
+        })
+        .await
     }
 
     /// Queues a chunk; see [`StoreHandle::append`].
@@ -285,8 +293,9 @@ impl StoreHandle {
         &self,
         id: DocumentId,
         chunk: Vec<u8>,
+        heads: Vec<ChangeHash>,
     ) -> Result<Pending, StoreError> {
-        self.enqueue(Write::Append { id, chunk }).await
+        self.enqueue(Write::Append { id, chunk, heads }).await
     }
 
     /// Queues a compaction; see [`StoreHandle::compact`].
@@ -315,21 +324,33 @@ impl StoreHandle {
         self.enqueue(Write::SyncState { peer, id, state }).await
     }
 
-    /// Stores a new document durably.
+    /// Stores a new document durably, with its heads.
     pub async fn create_doc(
         &self,
         id: DocumentId,
         meta: DocMeta,
         snapshot: Vec<u8>,
+        heads: Vec<ChangeHash>,
     ) -> Result<(), StoreError> {
-        self.write(Write::CreateDoc { id, meta, snapshot })
-            .await
-            .map(drop)
+        self.write(Write::CreateDoc {
+            id,
+            meta,
+            snapshot,
+            heads,
+        })
+        .await
+        .map(drop)
     }
 
-    /// Appends an incremental chunk durably; returns how many chunks the document has now.
-    pub async fn append(&self, id: DocumentId, chunk: Vec<u8>) -> Result<u64, StoreError> {
-        self.write(Write::Append { id, chunk }).await
+    /// Appends an incremental chunk durably, with the document's heads after it; returns
+    /// how many chunks the document has now.
+    pub async fn append(
+        &self,
+        id: DocumentId,
+        chunk: Vec<u8>,
+        heads: Vec<ChangeHash>,
+    ) -> Result<u64, StoreError> {
+        self.write(Write::Append { id, chunk, heads }).await
     }
 
     /// Replaces the snapshot and drops chunks numbered below `through`, atomically.
@@ -427,15 +448,33 @@ impl StoreHandle {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Reloads one document from disk (after its in-memory copy was damaged).
+    /// Reads one document from disk: `None` when it is not stored, or does not load (it
+    /// is then quarantined).
     pub async fn read_doc(&self, id: DocumentId) -> Result<Option<Automerge>, StoreError> {
+        let read = self.read_docs(vec![id]).await?;
+        Ok(read.into_iter().next().and_then(|r| r.content.ok()))
+    }
+
+    /// Reads documents from disk in one read transaction, seeing every write queued
+    /// before. A document that does not load is quarantined (its bytes stay) and comes
+    /// back as an error.
+    pub async fn read_docs(&self, ids: Vec<DocumentId>) -> Result<Vec<ReadDoc>, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(Command::ReadDoc(id, reply))
+            .send(Command::ReadDocs(ids, reply))
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
+}
+
+/// One document read by [`StoreHandle::read_docs`].
+#[derive(Debug)]
+pub struct ReadDoc {
+    /// Its id.
+    pub id: DocumentId,
+    /// Its content; `Err` with the reason when it is not stored or does not load.
+    pub content: Result<Automerge, String>,
 }
 
 /// A queued write; [`Pending::durable`] resolves once it is committed durably.
@@ -476,8 +515,8 @@ impl StoreActor {
                     Command::Quarantined(reply) => {
                         let _ = reply.send(self.quarantined());
                     }
-                    Command::ReadDoc(id, reply) => {
-                        let _ = reply.send(self.read_doc(id));
+                    Command::ReadDocs(ids, reply) => {
+                        let _ = reply.send(self.read_docs(&ids));
                     }
                     Command::AccessLog(reply) => {
                         let _ = reply.send(self.access_log());
@@ -534,6 +573,10 @@ impl StoreActor {
                 .then(|| txn.open_table(DOCS))
                 .transpose()
                 .map_err(db_error)?;
+            let mut heads_table = docs_needed
+                .then(|| txn.open_table(DOC_HEADS))
+                .transpose()
+                .map_err(db_error)?;
             let mut snapshots = needs(|w| {
                 matches!(
                     w,
@@ -574,7 +617,17 @@ impl StoreActor {
             let opened = "the table was opened for this kind of write";
             for write in writes {
                 let result = match write {
-                    Write::CreateDoc { id, meta, snapshot } => {
+                    Write::CreateDoc {
+                        id,
+                        meta,
+                        snapshot,
+                        heads,
+                    } => {
+                        heads_table
+                            .as_mut()
+                            .expect(opened)
+                            .insert(id.as_bytes(), encode_heads(heads).as_slice())
+                            .map_err(db_error)?;
                         let meta = serde_json::to_vec(meta).map_err(db_error)?;
                         let docs = docs.as_mut().expect(opened);
                         docs.insert(id.as_bytes(), meta.as_slice())
@@ -586,7 +639,12 @@ impl StoreActor {
                         self.next_seq.insert(*id, 0);
                         0
                     }
-                    Write::Append { id, chunk } => {
+                    Write::Append { id, chunk, heads } => {
+                        heads_table
+                            .as_mut()
+                            .expect(opened)
+                            .insert(id.as_bytes(), encode_heads(heads).as_slice())
+                            .map_err(db_error)?;
                         if !self.next_seq.contains_key(id)
                             && docs
                                 .as_mut()
@@ -727,15 +785,35 @@ impl StoreActor {
         Ok(out)
     }
 
-    fn read_doc(&self, id: DocumentId) -> Result<Option<Automerge>, StoreError> {
-        let txn = self.db.begin_read().map_err(db_error)?;
-        let snapshots = txn.open_table(SNAPSHOTS).map_err(db_error)?;
-        let chunks = txn.open_table(CHUNKS).map_err(db_error)?;
-        let Some(snapshot) = snapshots.get(id.as_bytes()).map_err(db_error)? else {
-            return Ok(None);
-        };
-        let (doc, _) = assemble(&id, snapshot.value(), &chunks).map_err(StoreError::Database)?;
-        Ok(Some(doc))
+    fn read_docs(&self, ids: &[DocumentId]) -> Result<Vec<ReadDoc>, StoreError> {
+        let mut read = Vec::with_capacity(ids.len());
+        let mut broken = Vec::new();
+        {
+            let txn = self.db.begin_read().map_err(db_error)?;
+            let snapshots = txn.open_table(SNAPSHOTS).map_err(db_error)?;
+            let chunks = txn.open_table(CHUNKS).map_err(db_error)?;
+            let quarantine = txn.open_table(QUARANTINE).map_err(db_error)?;
+            for id in ids {
+                let content =
+                    if let Some(reason) = quarantine.get(id.as_bytes()).map_err(db_error)? {
+                        Err(format!("quarantined: {}", reason.value()))
+                    } else if let Some(snapshot) = snapshots.get(id.as_bytes()).map_err(db_error)? {
+                        assemble(id, snapshot.value(), &chunks)
+                            .map(|(doc, _)| doc)
+                            .inspect_err(|reason| broken.push((*id, reason.clone())))
+                    } else {
+                        Err("not stored".to_owned())
+                    };
+                read.push(ReadDoc { id: *id, content });
+            }
+        }
+        if !broken.is_empty() {
+            for (id, reason) in &broken {
+                tracing::error!(doc = %id, %reason, "document does not load; quarantined");
+            }
+            quarantine(&self.db, &broken).map_err(db_error)?;
+        }
+        Ok(read)
     }
 }
 
@@ -766,6 +844,7 @@ fn prepare_schema(db: &Database) -> Result<u64, redb::Error> {
             meta.insert("schema", SCHEMA_VERSION)?;
         }
         txn.open_table(DOCS)?;
+        txn.open_table(DOC_HEADS)?;
         txn.open_table(SNAPSHOTS)?;
         txn.open_table(CHUNKS)?;
         txn.open_table(SYNC_STATES)?;
@@ -818,12 +897,45 @@ fn catch_load<T>(load: impl FnOnce() -> Result<T, automerge::AutomergeError>) ->
     }
 }
 
+/// The heads as stored in [`DOC_HEADS`].
+fn encode_heads(heads: &[ChangeHash]) -> Vec<u8> {
+    heads.iter().flat_map(|h| h.0).collect()
+}
+
+fn decode_heads(bytes: &[u8]) -> Option<Vec<ChangeHash>> {
+    if !bytes.len().is_multiple_of(32) {
+        return None;
+    }
+    bytes
+        .chunks_exact(32)
+        .map(|h| ChangeHash::try_from(h).ok())
+        .collect()
+}
+
+fn quarantine(db: &Database, broken: &[(DocumentId, String)]) -> Result<(), redb::Error> {
+    let mut txn = db.begin_write()?;
+    txn.set_two_phase_commit(true);
+    {
+        let mut table = txn.open_table(QUARANTINE)?;
+        for (id, reason) in broken {
+            table.insert(id.as_bytes(), reason.as_str())?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// Reads what the node needs at open. Documents stay on disk: each is known by the heads
+/// recorded with its last data. A document stored before heads were recorded is loaded
+/// once to find them (and quarantined if it does not load).
 fn load(db: &Database) -> Result<Loaded, redb::Error> {
     let mut loaded = Loaded::default();
     let mut newly_quarantined = Vec::new();
+    let mut found_heads = Vec::new();
     {
         let txn = db.begin_read()?;
         let docs = txn.open_table(DOCS)?;
+        let heads_table = txn.open_table(DOC_HEADS)?;
         let snapshots = txn.open_table(SNAPSHOTS)?;
         let chunks = txn.open_table(CHUNKS)?;
         let quarantine = txn.open_table(QUARANTINE)?;
@@ -836,22 +948,40 @@ fn load(db: &Database) -> Result<Loaded, redb::Error> {
             loaded.requests.push((id.value(), record.value().to_vec()));
         }
         for row in docs.iter()? {
-            let (id, meta) = row?;
+            let (id, _) = row?;
             let id = DocumentId::from_bytes(*id.value());
             if let Some(reason) = quarantine.get(id.as_bytes())? {
                 loaded.quarantined.push((id, reason.value().to_owned()));
                 continue;
             }
-            let meta: DocMeta = serde_json::from_slice(meta.value()).unwrap_or_default();
+            let recorded = heads_table
+                .get(id.as_bytes())?
+                .and_then(|bytes| decode_heads(bytes.value()));
+            if let Some(heads) = recorded {
+                let chunk_count = chunks
+                    .range((id.as_bytes(), 0)..=(id.as_bytes(), u64::MAX))?
+                    .next_back()
+                    .transpose()?
+                    .map_or(0, |(key, _)| key.value().1 + 1);
+                loaded.docs.push(StoredDoc {
+                    id,
+                    heads,
+                    chunks: chunk_count,
+                });
+                continue;
+            }
             let snapshot = snapshots.get(id.as_bytes())?;
             let snapshot = snapshot.as_ref().map(|s| s.value()).unwrap_or(&[]);
             match assemble(&id, snapshot, &chunks) {
-                Ok((doc, count)) => loaded.docs.push(LoadedDoc {
-                    id,
-                    meta,
-                    doc,
-                    chunks: count,
-                }),
+                Ok((doc, count)) => {
+                    let heads = doc.get_heads();
+                    found_heads.push((id, encode_heads(&heads)));
+                    loaded.docs.push(StoredDoc {
+                        id,
+                        heads,
+                        chunks: count,
+                    });
+                }
                 Err(reason) => {
                     tracing::error!(doc = %id, %reason, "document does not load; quarantined");
                     newly_quarantined.push((id, reason));
@@ -869,16 +999,19 @@ fn load(db: &Database) -> Result<Loaded, redb::Error> {
                 .push((DocumentId::from_bytes(*doc), state.value().to_vec()));
         }
     }
-    if !newly_quarantined.is_empty() {
+    if !found_heads.is_empty() {
         let mut txn = db.begin_write()?;
         txn.set_two_phase_commit(true);
         {
-            let mut quarantine = txn.open_table(QUARANTINE)?;
-            for (id, reason) in &newly_quarantined {
-                quarantine.insert(id.as_bytes(), reason.as_str())?;
+            let mut table = txn.open_table(DOC_HEADS)?;
+            for (id, heads) in &found_heads {
+                table.insert(id.as_bytes(), heads.as_slice())?;
             }
         }
         txn.commit()?;
+    }
+    if !newly_quarantined.is_empty() {
+        quarantine(db, &newly_quarantined)?;
         loaded.quarantined.extend(newly_quarantined);
     }
     Ok(loaded)
@@ -914,29 +1047,71 @@ mod tests {
                         created: 5,
                     },
                     doc.save(),
+                    doc.get_heads(),
                 )
                 .await
                 .unwrap();
             let before = doc.get_heads();
             doc.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "b", "2"))
                 .unwrap();
-            assert_eq!(store.append(id, doc.save_after(&before)).await.unwrap(), 1);
+            let chunk = doc.save_after(&before);
+            assert_eq!(store.append(id, chunk, doc.get_heads()).await.unwrap(), 1);
             drop(store);
             thread.join().unwrap();
         }
         let (store, loaded, thread) = StoreHandle::open(&path).unwrap();
         assert_eq!(loaded.docs.len(), 1);
-        let restored = &loaded.docs[0];
-        assert_eq!(restored.meta.name.as_deref(), Some("notes"));
-        assert_eq!(restored.chunks, 1);
-        assert_eq!(restored.doc.get_heads(), doc.get_heads());
+        let known = &loaded.docs[0];
+        assert_eq!((known.id, known.chunks), (id, 1));
+        // Known by heads at open; the content comes on demand.
+        assert_eq!(known.heads, doc.get_heads());
+        let restored = store.read_doc(id).await.unwrap().unwrap();
+        assert_eq!(restored.get_heads(), doc.get_heads());
         store.compact(id, doc.save(), 1).await.unwrap();
         drop(store);
         thread.join().unwrap();
-        let (_store, loaded, _thread) = StoreHandle::open(&path).unwrap();
+        let (store, loaded, _thread) = StoreHandle::open(&path).unwrap();
         assert_eq!(loaded.docs[0].chunks, 0);
-        let value = loaded.docs[0].doc.get(ROOT, "b").unwrap().unwrap().0;
+        assert_eq!(loaded.docs[0].heads, doc.get_heads());
+        let restored = store.read_doc(id).await.unwrap().unwrap();
+        let value = restored.get(ROOT, "b").unwrap().unwrap().0;
         assert_eq!(value.into_string().unwrap(), "2");
+    }
+
+    #[tokio::test]
+    async fn a_store_written_before_heads_were_recorded_finds_them_once_at_open() {
+        let temp = tempfile::tempdir().unwrap();
+        let path = temp.path().join("store.redb");
+        let id = DocumentId::from_bytes([5; 16]);
+        let doc = doc_with("k", "v");
+        {
+            let (store, _, thread) = StoreHandle::open(&path).unwrap();
+            store
+                .create_doc(id, DocMeta::default(), doc.save(), doc.get_heads())
+                .await
+                .unwrap();
+            drop(store);
+            thread.join().unwrap();
+        }
+        {
+            // What an older node left: the same tables without the heads.
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.delete_table(DOC_HEADS).unwrap();
+            txn.commit().unwrap();
+        }
+        for _ in 0..2 {
+            let (store, loaded, thread) = StoreHandle::open(&path).unwrap();
+            assert_eq!(loaded.docs.len(), 1);
+            assert_eq!(loaded.docs[0].heads, doc.get_heads());
+            drop(store);
+            thread.join().unwrap();
+        }
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let recorded = txn.open_table(DOC_HEADS).unwrap();
+        let bytes = recorded.get(id.as_bytes()).unwrap().unwrap();
+        assert_eq!(decode_heads(bytes.value()).unwrap(), doc.get_heads());
     }
 
     #[tokio::test]
@@ -948,7 +1123,7 @@ mod tests {
         {
             let (store, _, thread) = StoreHandle::open(&path).unwrap();
             store
-                .create_doc(id, DocMeta::default(), doc.save())
+                .create_doc(id, DocMeta::default(), doc.save(), doc.get_heads())
                 .await
                 .unwrap();
             let mut pending = Vec::new();
@@ -956,7 +1131,8 @@ mod tests {
                 doc.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "k", i))
                     .unwrap();
                 let chunk = doc.get_last_local_change().unwrap().raw_bytes().to_vec();
-                pending.push(store.enqueue_append(id, chunk).await.unwrap());
+                let heads = doc.get_heads();
+                pending.push(store.enqueue_append(id, chunk, heads).await.unwrap());
             }
             for p in pending {
                 p.durable().await.unwrap();
@@ -964,9 +1140,11 @@ mod tests {
             drop(store);
             thread.join().unwrap();
         }
-        let (_store, loaded, _thread) = StoreHandle::open(&path).unwrap();
+        let (store, loaded, _thread) = StoreHandle::open(&path).unwrap();
         assert_eq!(loaded.docs[0].chunks, 3_000);
-        assert_eq!(loaded.docs[0].doc.get_heads(), doc.get_heads());
+        assert_eq!(loaded.docs[0].heads, doc.get_heads());
+        let restored = store.read_doc(id).await.unwrap().unwrap();
+        assert_eq!(restored.get_heads(), doc.get_heads());
     }
 
     #[tokio::test]
@@ -990,14 +1168,34 @@ mod tests {
         );
         {
             let (store, _, thread) = StoreHandle::open(&path).unwrap();
+            let fine = doc_with("k", "v");
             store
-                .create_doc(good, DocMeta::default(), doc_with("k", "v").save())
+                .create_doc(good, DocMeta::default(), fine.save(), fine.get_heads())
                 .await
                 .unwrap();
+            // Heads recorded as for any document; the bytes are what went bad.
             store
-                .create_doc(bad, DocMeta::default(), b"not automerge".to_vec())
+                .create_doc(
+                    bad,
+                    DocMeta::default(),
+                    b"not automerge".to_vec(),
+                    Vec::new(),
+                )
                 .await
                 .unwrap();
+            let read = store.read_docs(vec![good, bad]).await.unwrap();
+            assert!(read[0].content.is_ok());
+            assert!(read[1].content.as_ref().unwrap_err().contains("snapshot"));
+            assert_eq!(store.quarantined().await.unwrap().len(), 1);
+            // Asked again, it is refused without another attempt.
+            let again = store.read_docs(vec![bad]).await.unwrap();
+            assert!(
+                again[0]
+                    .content
+                    .as_ref()
+                    .unwrap_err()
+                    .starts_with("quarantined")
+            );
             drop(store);
             thread.join().unwrap();
         }
@@ -1007,5 +1205,35 @@ mod tests {
         assert_eq!(loaded.quarantined.len(), 1);
         assert_eq!(loaded.quarantined[0].0, bad);
         assert_eq!(store.quarantined().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_store_from_before_heads_quarantines_what_does_not_load_at_open() {
+        let temp = tempfile::tempdir().unwrap();
+        let path = temp.path().join("store.redb");
+        let bad = DocumentId::from_bytes([2; 16]);
+        {
+            let (store, _, thread) = StoreHandle::open(&path).unwrap();
+            store
+                .create_doc(
+                    bad,
+                    DocMeta::default(),
+                    b"not automerge".to_vec(),
+                    Vec::new(),
+                )
+                .await
+                .unwrap();
+            drop(store);
+            thread.join().unwrap();
+        }
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.delete_table(DOC_HEADS).unwrap();
+            txn.commit().unwrap();
+        }
+        let (_store, loaded, _thread) = StoreHandle::open(&path).unwrap();
+        assert!(loaded.docs.is_empty());
+        assert_eq!(loaded.quarantined.len(), 1);
     }
 }

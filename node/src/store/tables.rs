@@ -9,6 +9,11 @@ pub(crate) const DOCS: TableDefinition<'_, &[u8; 16], &[u8]> = TableDefinition::
 /// Document id → last compacted snapshot (`Automerge::save()`).
 pub(crate) const SNAPSHOTS: TableDefinition<'_, &[u8; 16], &[u8]> =
     TableDefinition::new("doc-snapshots-v1");
+/// Document id → its heads (32-byte change hashes back to back) as of its last stored
+/// data, written in the same transaction as that data: enough to reconcile without
+/// loading the document.
+pub(crate) const DOC_HEADS: TableDefinition<'_, &[u8; 16], &[u8]> =
+    TableDefinition::new("doc-heads-v1");
 /// (document id, sequence) → incremental chunk appended after the snapshot.
 pub(crate) const CHUNKS: TableDefinition<'_, (&[u8; 16], u64), &[u8]> =
     TableDefinition::new("doc-chunks-v1");

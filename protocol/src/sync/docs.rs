@@ -1,9 +1,15 @@
 //! The documents a node holds, with the digests that let two peers find their differences
 //! without listing everything.
+//!
+//! A document is known by its heads whether or not its content is in memory: digests and
+//! fingerprints need only the heads, so a node can reconcile thousands of documents while
+//! holding the content of a few. Content is loaded when something needs it (the hub asks
+//! with [`crate::sync::Effect::Load`]) and unloaded, least recently used first, when the
+//! driver calls [`DocSet::unload_beyond`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use automerge::{Automerge, ChangeHash};
+use automerge::{Automerge, ChangeHash, ReadDoc as _};
 use sha2::{Digest as _, Sha256};
 
 use super::wire::{BUCKETS, Entry};
@@ -13,9 +19,12 @@ use crate::document_id::DocumentId;
 pub type DocDigest = [u8; 16];
 
 struct Held {
-    doc: Automerge,
+    /// The content, when loaded.
+    doc: Option<Automerge>,
     heads: Vec<ChangeHash>,
     digest: DocDigest,
+    /// When the content was last used (a tick of `DocSet::clock`).
+    used: u64,
 }
 
 /// All documents, with per-document digests, per-bucket fingerprints and a summary
@@ -25,12 +34,16 @@ pub struct DocSet {
     docs: BTreeMap<DocumentId, Held>,
     buckets: Vec<u64>,
     fingerprint: DocDigest,
+    /// Loaded documents by last use, oldest first.
+    loaded: BTreeSet<(u64, DocumentId)>,
+    clock: u64,
 }
 
 impl std::fmt::Debug for DocSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DocSet")
             .field("docs", &self.docs.len())
+            .field("loaded", &self.loaded.len())
             .finish()
     }
 }
@@ -65,6 +78,8 @@ impl DocSet {
             docs: BTreeMap::new(),
             buckets: vec![0; BUCKETS],
             fingerprint: [0; 16],
+            loaded: BTreeSet::new(),
+            clock: 0,
         }
     }
 
@@ -75,46 +90,157 @@ impl DocSet {
         self.buckets[bucket_of(id)] ^= short(digest);
     }
 
-    /// Adds (or replaces) a document.
+    /// Adds (or replaces) a document, loaded.
     pub fn insert(&mut self, id: DocumentId, doc: Automerge) {
-        self.remove(&id);
         let heads = doc.get_heads();
+        self.put(id, Some(doc), heads);
+    }
+
+    /// Adds (or replaces) a document known only by its heads: its content stays on disk
+    /// until [`DocSet::load`] brings it in.
+    pub fn insert_unloaded(&mut self, id: DocumentId, heads: Vec<ChangeHash>) {
+        self.put(id, None, heads);
+    }
+
+    fn put(&mut self, id: DocumentId, doc: Option<Automerge>, heads: Vec<ChangeHash>) {
+        self.remove(&id);
         let digest = digest(&id, &heads);
         self.toggle(&id, &digest);
-        self.docs.insert(id, Held { doc, heads, digest });
+        let used = self.tick();
+        if doc.is_some() {
+            self.loaded.insert((used, id));
+        }
+        self.docs.insert(
+            id,
+            Held {
+                doc,
+                heads,
+                digest,
+                used,
+            },
+        );
+    }
+
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    /// Gives a held, unloaded document its content. The heads are taken from the content
+    /// (they win over what was recorded). Returns `false`, and changes nothing, when the
+    /// document is not held or already loaded: content in memory may have moved on.
+    pub fn load(&mut self, id: DocumentId, doc: Automerge) -> bool {
+        if self.docs.get(&id).is_none_or(|held| held.doc.is_some()) {
+            return false;
+        }
+        self.insert(id, doc);
+        true
     }
 
     /// Removes a document.
     pub fn remove(&mut self, id: &DocumentId) -> Option<Automerge> {
         let held = self.docs.remove(id)?;
         self.toggle(id, &held.digest);
-        Some(held.doc)
+        self.loaded.remove(&(held.used, *id));
+        held.doc
     }
 
-    /// A document.
+    /// A loaded document; `None` when it is not held, or held but not loaded.
     pub fn get(&self, id: &DocumentId) -> Option<&Automerge> {
-        self.docs.get(id).map(|held| &held.doc)
+        self.docs.get(id).and_then(|held| held.doc.as_ref())
     }
 
-    /// Whether the document is held.
+    /// Whether the document is held (loaded or not).
     pub fn contains(&self, id: &DocumentId) -> bool {
         self.docs.contains_key(id)
     }
 
-    /// A document's current heads.
+    /// Whether the document is held and its content is in memory.
+    pub fn is_loaded(&self, id: &DocumentId) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// Marks a loaded document as just used, so it is unloaded last.
+    pub fn touch(&mut self, id: &DocumentId) {
+        let used = self.clock + 1;
+        if let Some(held) = self.docs.get_mut(id)
+            && held.doc.is_some()
+        {
+            self.loaded.remove(&(held.used, *id));
+            held.used = used;
+            self.loaded.insert((used, *id));
+            self.clock = used;
+        }
+    }
+
+    /// How many documents are loaded.
+    pub fn loaded_len(&self) -> usize {
+        self.loaded.len()
+    }
+
+    /// Unloads the least recently used documents until at most `keep` are loaded, never
+    /// those `pinned` names. Returns how many were unloaded. Their heads stay.
+    ///
+    /// Two kinds stay loaded whatever the budget, because storage cannot give them back:
+    /// a document with changes queued inside Automerge for missing dependencies (a peer
+    /// that sent them will not send them again in the same session), and one with no
+    /// changes at all (nothing of it is stored).
+    pub fn unload_beyond(&mut self, keep: usize, pinned: impl Fn(&DocumentId) -> bool) -> usize {
+        let mut unloaded = 0;
+        let mut spared = Vec::new();
+        while self.loaded.len() + spared.len() > keep {
+            let Some((used, id)) = self.loaded.pop_first() else {
+                break;
+            };
+            let only_in_memory = self.docs.get(&id).is_some_and(|held| {
+                held.heads.is_empty()
+                    || held
+                        .doc
+                        .as_ref()
+                        .is_some_and(|doc| !doc.get_missing_deps(&[]).is_empty())
+            });
+            if pinned(&id) || only_in_memory {
+                spared.push((used, id));
+                continue;
+            }
+            if let Some(held) = self.docs.get_mut(&id) {
+                held.doc = None;
+                unloaded += 1;
+            }
+        }
+        self.loaded.extend(spared);
+        unloaded
+    }
+
+    /// Unloads one document (its heads stay). Returns whether it was loaded.
+    pub fn unload(&mut self, id: &DocumentId) -> bool {
+        match self.docs.get_mut(id) {
+            Some(held) if held.doc.is_some() => {
+                held.doc = None;
+                self.loaded.remove(&(held.used, *id));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A document's current heads (loaded or not).
     pub fn heads(&self, id: &DocumentId) -> Option<&[ChangeHash]> {
         self.docs.get(id).map(|held| held.heads.as_slice())
     }
 
-    /// Changes a document and refreshes its digest. Returns `None` if it is not held.
+    /// Changes a loaded document, marks it used and refreshes its digest. Returns `None`
+    /// if it is not held or not loaded.
     pub fn update<R>(
         &mut self,
         id: &DocumentId,
         change: impl FnOnce(&mut Automerge) -> R,
     ) -> Option<R> {
+        self.touch(id);
         let held = self.docs.get_mut(id)?;
-        let result = change(&mut held.doc);
-        let heads = held.doc.get_heads();
+        let doc = held.doc.as_mut()?;
+        let result = change(doc);
+        let heads = doc.get_heads();
         if heads != held.heads {
             let old = held.digest;
             let new = digest(id, &heads);
@@ -225,5 +351,42 @@ mod tests {
         assert_eq!(left.summary(), right.summary());
         // With one document left, the summary is that document's digest.
         assert_eq!(left.summary().1, digest(&b, right.heads(&b).unwrap()));
+    }
+
+    #[test]
+    fn unloaded_documents_keep_their_digests_and_least_recently_used_go_first() {
+        let ids: Vec<DocumentId> = (1..=4).map(|i| DocumentId::from_bytes([i; 16])).collect();
+        let docs: Vec<Automerge> = ["a", "b", "c", "d"].iter().map(|v| doc_with(v)).collect();
+        let mut all_loaded = DocSet::new();
+        let mut set = DocSet::new();
+        for (id, doc) in ids.iter().zip(&docs) {
+            all_loaded.insert(*id, doc.clone());
+            set.insert(*id, doc.clone());
+        }
+        set.touch(&ids[0]);
+        // ids[1] is the least recently used now; ids[2] is pinned.
+        assert_eq!(set.unload_beyond(2, |id| *id == ids[2]), 2);
+        assert_eq!(set.loaded_len(), 2);
+        assert!(!set.is_loaded(&ids[1]) && !set.is_loaded(&ids[3]));
+        assert!(set.is_loaded(&ids[0]) && set.is_loaded(&ids[2]));
+        assert!(set.contains(&ids[1]) && set.get(&ids[1]).is_none());
+        assert_eq!(set.summary(), all_loaded.summary());
+        assert_eq!(set.heads(&ids[1]), all_loaded.heads(&ids[1]));
+        assert!(set.update(&ids[1], |_| ()).is_none());
+
+        // Loading gives the content back; a loaded document is never replaced.
+        assert!(set.load(ids[1], docs[1].clone()));
+        assert!(!set.load(ids[1], Automerge::new()));
+        assert_eq!(set.get(&ids[1]).unwrap().get_heads(), docs[1].get_heads());
+        assert!(!set.load(DocumentId::from_bytes([9; 16]), Automerge::new()));
+
+        // Known by heads only from the start, as after a restart.
+        let mut cold = DocSet::new();
+        for id in &ids {
+            cold.insert_unloaded(*id, all_loaded.heads(id).unwrap().to_vec());
+        }
+        assert_eq!(cold.summary(), all_loaded.summary());
+        assert_eq!(cold.loaded_len(), 0);
+        assert_eq!(cold.entries_in(&[1, 2]), all_loaded.entries_in(&[1, 2]));
     }
 }

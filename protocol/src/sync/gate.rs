@@ -38,24 +38,32 @@ pub fn actor_device(actor: &ActorId) -> Option<[u8; PUBLIC_KEY_LENGTH]> {
 /// For one revoked device: per document, per actor, the last sequence number it may have.
 pub type Cutoff = BTreeMap<DocumentId, BTreeMap<ActorId, u64>>;
 
-/// What `docs` hold of `device`'s changes: its cutoff, were it revoked now. Documents the
-/// device never wrote to are left out (their cutoff is 0).
+/// What the loaded documents in `docs` hold of `device`'s changes: its cutoff, were it
+/// revoked now. Documents the device never wrote to are left out (their cutoff is 0). A
+/// node that keeps documents on disk calls [`device_seqs`] as it loads them instead.
 pub fn cutoff_of(device: &Did, docs: &DocSet) -> Cutoff {
     let mut cutoff = Cutoff::new();
     for id in docs.ids() {
         let Some(doc) = docs.get(id) else { continue };
-        let mut actors = BTreeMap::new();
-        for meta in doc.get_changes_meta(&[]) {
-            if actor_device(&meta.actor).as_ref() == Some(device.as_bytes()) {
-                let seq = actors.entry(meta.actor.into_owned()).or_insert(0);
-                *seq = meta.seq.max(*seq);
-            }
-        }
+        let actors = device_seqs(device, doc);
         if !actors.is_empty() {
             cutoff.insert(*id, actors);
         }
     }
     cutoff
+}
+
+/// The highest sequence number of each of `device`'s actors in one document: its part of
+/// [`cutoff_of`], for a caller that loads documents a few at a time.
+pub fn device_seqs(device: &Did, doc: &Automerge) -> BTreeMap<ActorId, u64> {
+    let mut actors = BTreeMap::new();
+    for meta in doc.get_changes_meta(&[]) {
+        if actor_device(&meta.actor).as_ref() == Some(device.as_bytes()) {
+            let seq = actors.entry(meta.actor.into_owned()).or_insert(0);
+            *seq = meta.seq.max(*seq);
+        }
+    }
+    actors
 }
 
 /// Whether `view` holds changes past `cutoff` (some actor's sequence number is higher).

@@ -74,6 +74,15 @@ pub enum Input {
         /// The session.
         session: SessionId,
     },
+    /// A document the hub asked for ([`Effect::Load`]) was read from storage: `None` when
+    /// it could not be (it no longer loads, or is gone), and the hub then treats it as
+    /// not held.
+    Loaded {
+        /// The document.
+        doc: DocumentId,
+        /// Its content (boxed: an `Automerge` is a few KiB even when empty).
+        content: Option<Box<Automerge>>,
+    },
     /// The node changed a document locally (it is already in [`SyncHub::docs_mut`]).
     LocalChange {
         /// The document.
@@ -112,6 +121,13 @@ impl fmt::Display for CloseReason {
 /// What the node must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
+    /// Read a held document that is not in memory from storage and hand it back with
+    /// [`Input::Loaded`]. What needed it waits until then: messages about it are handled,
+    /// in order, once it is loaded.
+    Load {
+        /// The document.
+        doc: DocumentId,
+    },
     /// Send a frame on a session.
     Send {
         /// The session.
@@ -149,6 +165,9 @@ pub enum Effect {
         doc: DocumentId,
         /// Incremental save since the previous heads.
         data: Vec<u8>,
+        /// The document's heads with this data (stored with it, so the document can be
+        /// reconciled without being loaded).
+        heads: Vec<ChangeHash>,
     },
     /// A document arrived whole: persist it.
     StoreSnapshot {
@@ -156,6 +175,8 @@ pub enum Effect {
         doc: DocumentId,
         /// `Automerge::save()`.
         data: Vec<u8>,
+        /// Its heads.
+        heads: Vec<ChangeHash>,
         /// The session it came from.
         from: SessionId,
     },
@@ -319,6 +340,32 @@ pub struct SyncHub {
     /// Changes pushed to us and not applied yet, per document, in order of arrival (see
     /// [`SyncHub::handle_all`]). Empty between calls.
     pushed: BTreeMap<DocumentId, Vec<Pushed>>,
+    /// Documents asked for with [`Effect::Load`], with the work waiting for each, in order.
+    loading: BTreeMap<DocumentId, Vec<Parked>>,
+}
+
+/// Work on a document that waits for it to be loaded.
+#[derive(Debug)]
+enum Parked {
+    /// A message a peer sent about it.
+    Message(SessionId, DocMessage),
+    /// What reconciliation (or a shared session's start) decided to tell a peer: the whole
+    /// document, or an Automerge sync message.
+    Offer { session: SessionId, whole: bool },
+}
+
+/// Queues `work` until `doc` is loaded, asking for it the first time.
+fn park(
+    loading: &mut BTreeMap<DocumentId, Vec<Parked>>,
+    doc: DocumentId,
+    work: Parked,
+    effects: &mut Vec<Effect>,
+) {
+    let waiting = loading.entry(doc).or_default();
+    if waiting.is_empty() {
+        effects.push(Effect::Load { doc });
+    }
+    waiting.push(work);
 }
 
 /// Changes a peer pushed ([`DocMessage::Changes`]), screened, waiting to be applied.
@@ -370,6 +417,7 @@ impl SyncHub {
             provenance: BTreeMap::new(),
             outbox: BTreeMap::new(),
             pushed: BTreeMap::new(),
+            loading: BTreeMap::new(),
         }
     }
 
@@ -770,9 +818,58 @@ impl SyncHub {
             Input::Closed { session } => {
                 self.sessions.remove(&session);
             }
+            Input::Loaded { doc, content } => self.loaded(doc, content, effects),
             Input::LocalChange { doc, changes } => {
                 self.apply_pushed(doc, effects);
                 self.changed(doc, None, Some(&changes));
+            }
+        }
+    }
+
+    /// Documents asked for with [`Effect::Load`] and not handed back yet.
+    pub fn loading(&self) -> impl Iterator<Item = &DocumentId> {
+        self.loading.keys()
+    }
+
+    /// A document arrived from storage: the work that waited for it runs, in order.
+    fn loaded(
+        &mut self,
+        doc_id: DocumentId,
+        content: Option<Box<Automerge>>,
+        effects: &mut Vec<Effect>,
+    ) {
+        match content {
+            // Content already in memory may have moved on: `load` keeps it.
+            Some(doc) => {
+                self.docs.load(doc_id, *doc);
+            }
+            None if !self.docs.is_loaded(&doc_id) => {
+                self.docs.remove(&doc_id);
+            }
+            None => {}
+        }
+        for work in self.loading.remove(&doc_id).unwrap_or_default() {
+            match work {
+                Parked::Message(session, item) => {
+                    if !self.sessions.contains_key(&session) {
+                        continue;
+                    }
+                    if let Err(reason) = self.receive_doc(session, item, effects) {
+                        self.sessions.remove(&session);
+                        effects.push(Effect::Close { session, reason });
+                    }
+                }
+                Parked::Offer { session, whole } => {
+                    let Some(doc) = self.docs.get(&doc_id) else {
+                        continue; // it did not load: as if we never held it
+                    };
+                    let Some(s) = self.sessions.get_mut(&session) else {
+                        continue;
+                    };
+                    if let Some(item) = offer(doc, doc_id, s, whole) {
+                        self.queue(session, item);
+                    }
+                }
             }
         }
     }
@@ -1115,13 +1212,17 @@ impl SyncHub {
                 }
                 self.docs.insert(*doc_id, Automerge::new());
             }
-            let doc = self.docs.get(doc_id).expect("held");
-            let state = session.states.entry(*doc_id).or_default();
-            if let Some(message) = doc.generate_sync_message(state) {
-                items.push(DocMessage::Sync {
-                    doc: *doc_id,
-                    message: ByteBuf::from(message.encode()),
-                });
+            match self.docs.get(doc_id) {
+                Some(doc) => items.extend(offer(doc, *doc_id, session, false)),
+                None => park(
+                    &mut self.loading,
+                    *doc_id,
+                    Parked::Offer {
+                        session: id,
+                        whole: false,
+                    },
+                    effects,
+                ),
             }
         }
         session.phase = Phase::Live;
@@ -1159,31 +1260,25 @@ impl SyncHub {
                 continue;
             }
             differing += 1;
-            let doc = self.docs.get(doc_id).expect("listed");
-            if in_differing_bucket && their_digest.is_none() && !dirty {
-                // The peer has none of it: send it whole.
-                items.push(DocMessage::Snapshot {
-                    doc: *doc_id,
-                    data: ByteBuf::from(doc.save()),
-                });
-                session
-                    .states
-                    .insert(*doc_id, seeded_state(doc.get_heads()));
-                session.pushing.insert(*doc_id);
-            } else {
-                let state = session.states.entry(*doc_id).or_insert_with(|| {
+            // The peer has none of it: send it whole.
+            let whole = in_differing_bucket && their_digest.is_none() && !dirty;
+            if !whole {
+                session.states.entry(*doc_id).or_insert_with(|| {
                     session
                         .persisted
                         .remove(doc_id)
                         .and_then(|bytes| sync::State::decode(&bytes).ok())
                         .unwrap_or_default()
                 });
-                if let Some(message) = doc.generate_sync_message(state) {
-                    items.push(DocMessage::Sync {
-                        doc: *doc_id,
-                        message: ByteBuf::from(message.encode()),
-                    });
-                }
+            }
+            match self.docs.get(doc_id) {
+                Some(doc) => items.extend(offer(doc, *doc_id, session, whole)),
+                None => park(
+                    &mut self.loading,
+                    *doc_id,
+                    Parked::Offer { session: id, whole },
+                    effects,
+                ),
             }
         }
         // Documents the peer has and we lack arrive from its side.
@@ -1229,6 +1324,15 @@ impl SyncHub {
                 doc: doc_id,
                 reason: "not held here".into(),
             });
+            return Ok(());
+        }
+        if self.docs.contains(&doc_id) && !self.docs.is_loaded(&doc_id) {
+            park(
+                &mut self.loading,
+                doc_id,
+                Parked::Message(id, item),
+                effects,
+            );
             return Ok(());
         }
         if let DocMessage::Changes { heads, changes, .. } = item {
@@ -1284,6 +1388,7 @@ impl SyncHub {
                         effects.push(Effect::StoreSnapshot {
                             doc: doc_id,
                             data: data.into_vec(),
+                            heads: heads.clone(),
                             from: id,
                         });
                         if let Some(session) = self.sessions.get_mut(&id) {
@@ -1562,12 +1667,14 @@ impl SyncHub {
                     Effect::StoreSnapshot {
                         doc: doc_id,
                         data: data.clone(),
+                        heads: heads.clone(),
                         from,
                     }
                 } else {
                     Effect::StoreChanges {
                         doc: doc_id,
                         data: data.clone(),
+                        heads: heads.clone(),
                     }
                 });
                 effects.push(Effect::DocChanged { doc: doc_id, heads });
@@ -1690,6 +1797,30 @@ impl SyncHub {
             self.queue(id, item);
         }
     }
+}
+
+/// What to tell a peer about a document reconciliation found differing: the whole
+/// document, after which the peer is known to hold it, or an Automerge sync message.
+fn offer(
+    doc: &Automerge,
+    doc_id: DocumentId,
+    session: &mut Session,
+    whole: bool,
+) -> Option<DocMessage> {
+    if whole {
+        session.states.insert(doc_id, seeded_state(doc.get_heads()));
+        session.pushing.insert(doc_id);
+        return Some(DocMessage::Snapshot {
+            doc: doc_id,
+            data: ByteBuf::from(doc.save()),
+        });
+    }
+    let state = session.states.entry(doc_id).or_default();
+    doc.generate_sync_message(state)
+        .map(|message| DocMessage::Sync {
+            doc: doc_id,
+            message: ByteBuf::from(message.encode()),
+        })
 }
 
 /// Loads screened chunks one by one.
