@@ -13,6 +13,7 @@ pub mod control;
 mod exchange;
 pub mod identity;
 pub mod json;
+mod memory;
 mod net;
 mod node;
 pub mod pairing;

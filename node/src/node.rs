@@ -114,6 +114,7 @@ impl Node {
     /// Starts a node over `config.data_dir`: opens (and checks) the store, starts the
     /// network and, if configured, the control socket.
     pub async fn start(config: Config) -> Result<NodeHandle, StartError> {
+        crate::memory::limit_arenas();
         let dir = DataDir::new(&config.data_dir);
         let identity = DeviceIdentity::load(&dir)?;
         let lock = lock_data_dir(&dir)?;
@@ -209,6 +210,7 @@ impl Node {
             stale_views: Default::default(),
             to_load: Default::default(),
             vouch_checked: Default::default(),
+            loaded_since_trim: 0,
             listen_tx,
             announce: config.announce.clone(),
             traffic: traffic.clone(),

@@ -491,6 +491,8 @@ pub(crate) struct RepoActor {
     /// Revocations whose device this node has checked it vouches for (see
     /// `refresh_registry`): once per revocation per run, as it loads every document.
     pub(crate) vouch_checked: std::collections::BTreeSet<String>,
+    /// Documents loaded since memory was last handed back (see `memory::release_freed`).
+    pub(crate) loaded_since_trim: usize,
 }
 
 /// Most frames handled as one batch, and most bytes (a frame can be 16 MiB).
@@ -500,6 +502,9 @@ const MAX_FRAME_BATCH: usize = 64;
 const LOADED_DOCS: usize = 64;
 /// Most documents read from the store in one request.
 const LOAD_BATCH: usize = 32;
+/// After this many documents were loaded (and unloaded), freed memory is handed back to
+/// the system at the next sweep.
+const TRIM_AFTER_LOADS: usize = 256;
 const MAX_FRAME_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
 /// How far the clock floor may run ahead of the stored one before it is written again.
@@ -556,6 +561,10 @@ impl RepoActor {
                 biased;
                 _ = shutdown.changed() => break,
                 _ = sweep.tick() => {
+                    if self.loaded_since_trim >= TRIM_AFTER_LOADS {
+                        self.loaded_since_trim = 0;
+                        crate::memory::release_freed();
+                    }
                     self.close_silent_sessions().await;
                     let now = self.now();
                     let effects = self.hub.expire(now);
@@ -1022,6 +1031,7 @@ impl RepoActor {
         if ids.is_empty() {
             return;
         }
+        self.loaded_since_trim += ids.len();
         let read = match self.store.read_docs(ids.clone()).await {
             Ok(read) => read,
             Err(error) => {

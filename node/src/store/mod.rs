@@ -184,6 +184,11 @@ enum Command {
     VerifyAccessLog(oneshot::Sender<Result<Result<u64, LogBroken>, StoreError>>),
 }
 
+/// Memory redb may use to cache pages. Its default (1 GiB) lets the cache grow with
+/// everything ever read, which on a node holding thousands of documents is most of its
+/// memory; pages not cached are read again through the OS page cache.
+const STORE_CACHE_BYTES: usize = 8 * 1024 * 1024;
+
 /// A cloneable handle to the store thread.
 #[derive(Clone, Debug)]
 pub struct StoreHandle {
@@ -195,7 +200,10 @@ impl StoreHandle {
     /// store thread. Blocking: call it before starting the runtime's work, or from
     /// `spawn_blocking`.
     pub fn open(path: &Path) -> Result<(Self, Loaded, thread::JoinHandle<()>), OpenStoreError> {
-        let mut db = match Database::builder().create(path) {
+        let mut db = match Database::builder()
+            .set_cache_size(STORE_CACHE_BYTES)
+            .create(path)
+        {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(OpenStoreError::InUse(path.to_path_buf()));

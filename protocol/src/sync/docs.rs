@@ -19,8 +19,9 @@ use crate::document_id::DocumentId;
 pub type DocDigest = [u8; 16];
 
 struct Held {
-    /// The content, when loaded.
-    doc: Option<Automerge>,
+    /// The content, when loaded (boxed: an `Automerge` is a few KiB before it holds
+    /// anything, which thousands of unloaded entries would pay for nothing).
+    doc: Option<Box<Automerge>>,
     heads: Vec<ChangeHash>,
     digest: DocDigest,
     /// When the content was last used (a tick of `DocSet::clock`).
@@ -93,7 +94,7 @@ impl DocSet {
     /// Adds (or replaces) a document, loaded.
     pub fn insert(&mut self, id: DocumentId, doc: Automerge) {
         let heads = doc.get_heads();
-        self.put(id, Some(doc), heads);
+        self.put(id, Some(Box::new(doc)), heads);
     }
 
     /// Adds (or replaces) a document known only by its heads: its content stays on disk
@@ -102,7 +103,7 @@ impl DocSet {
         self.put(id, None, heads);
     }
 
-    fn put(&mut self, id: DocumentId, doc: Option<Automerge>, heads: Vec<ChangeHash>) {
+    fn put(&mut self, id: DocumentId, doc: Option<Box<Automerge>>, heads: Vec<ChangeHash>) {
         self.remove(&id);
         let digest = digest(&id, &heads);
         self.toggle(&id, &digest);
@@ -142,12 +143,12 @@ impl DocSet {
         let held = self.docs.remove(id)?;
         self.toggle(id, &held.digest);
         self.loaded.remove(&(held.used, *id));
-        held.doc
+        held.doc.map(|doc| *doc)
     }
 
     /// A loaded document; `None` when it is not held, or held but not loaded.
     pub fn get(&self, id: &DocumentId) -> Option<&Automerge> {
-        self.docs.get(id).and_then(|held| held.doc.as_ref())
+        self.docs.get(id).and_then(|held| held.doc.as_deref())
     }
 
     /// Whether the document is held (loaded or not).
@@ -238,7 +239,7 @@ impl DocSet {
     ) -> Option<R> {
         self.touch(id);
         let held = self.docs.get_mut(id)?;
-        let doc = held.doc.as_mut()?;
+        let doc = held.doc.as_deref_mut()?;
         let result = change(doc);
         let heads = doc.get_heads();
         if heads != held.heads {

@@ -297,11 +297,15 @@ struct Session {
     sent_summary: Option<(u64, [u8; 16])>,
     /// Documents changed since `sent_summary` was taken.
     dirty: BTreeSet<DocumentId>,
+    /// Automerge sync states. A document in `pushing` may have none: the peer then holds
+    /// exactly our heads, and a state is made from them when something needs one (see
+    /// [`Session::state`]), so thousands of idle documents cost no state per peer.
     states: HashMap<DocumentId, sync::State>,
     persisted: HashMap<DocumentId, Vec<u8>>,
     /// Documents of which the peer holds everything we hold, once our frames so far arrive:
     /// new changes go to it as they are ([`DocMessage::Changes`]), and its state's
-    /// `their_heads` are our heads as of the last push.
+    /// `their_heads` are our heads as of the last push (or it has no state, and holds our
+    /// current heads).
     pushing: BTreeSet<DocumentId>,
     /// Documents in which we refused some of the peer's changes. The peer keeps offering
     /// their heads and we keep lacking them, so Automerge's sync would ping-pong forever;
@@ -317,6 +321,38 @@ struct Session {
 impl Session {
     fn drives(&self, me: &Did) -> bool {
         me.as_bytes() < self.peer.as_bytes()
+    }
+
+    /// The sync state for `doc`, made when missing: seeded with `ours` (the heads we hold
+    /// now) when the peer is known to hold them, else fresh.
+    fn state(&mut self, doc: DocumentId, ours: &[ChangeHash]) -> &mut sync::State {
+        let level = self.pushing.contains(&doc);
+        self.states.entry(doc).or_insert_with(|| {
+            if level {
+                seeded_state(ours.to_vec())
+            } else {
+                sync::State::new()
+            }
+        })
+    }
+
+    /// The peer's last known heads of `doc`, given ours.
+    fn their_heads(
+        &self,
+        doc: &DocumentId,
+        ours: Option<&[ChangeHash]>,
+    ) -> Option<Vec<ChangeHash>> {
+        match self.states.get(doc) {
+            Some(state) => state.their_heads.clone(),
+            None if self.pushing.contains(doc) => ours.map(<[ChangeHash]>::to_vec),
+            None => None,
+        }
+    }
+
+    /// The peer is known to hold exactly our heads of `doc`: no state is kept for it.
+    fn level(&mut self, doc: DocumentId) {
+        self.states.remove(&doc);
+        self.pushing.insert(doc);
     }
 }
 
@@ -724,7 +760,7 @@ impl SyncHub {
             .filter(|s| s.phase == Phase::Live)
             .filter(|s| s.shared.as_ref().is_none_or(|scope| scope.covers(doc)))
             .map(|s| {
-                let their_heads = s.states.get(doc).and_then(|st| st.their_heads.clone());
+                let their_heads = s.their_heads(doc, heads.as_deref());
                 PeerDocStatus {
                     peer: s.peer,
                     in_sync: heads.is_some() && their_heads == heads,
@@ -740,9 +776,10 @@ impl SyncHub {
         self.sessions
             .get(&session)
             .map(|s| {
-                s.states
-                    .iter()
-                    .filter_map(|(doc, st)| Some((*doc, st.their_heads.clone()?)))
+                let known: BTreeSet<&DocumentId> = s.states.keys().chain(&s.pushing).collect();
+                known
+                    .into_iter()
+                    .filter_map(|doc| Some((*doc, s.their_heads(doc, self.docs.heads(doc))?)))
                     .collect()
             })
             .unwrap_or_default()
@@ -1254,9 +1291,7 @@ impl SyncHub {
             let same =
                 !in_differing_bucket || their_digest == self.docs.short_digest(doc_id).as_ref();
             if same && !dirty {
-                let heads = self.docs.heads(doc_id).unwrap_or_default().to_vec();
-                session.states.insert(*doc_id, seeded_state(heads));
-                session.pushing.insert(*doc_id);
+                session.level(*doc_id);
                 continue;
             }
             differing += 1;
@@ -1392,8 +1427,7 @@ impl SyncHub {
                             from: id,
                         });
                         if let Some(session) = self.sessions.get_mut(&id) {
-                            session.states.insert(doc_id, seeded_state(heads));
-                            session.pushing.insert(doc_id);
+                            session.level(doc_id);
                         }
                     }
                     None => {
@@ -1418,6 +1452,8 @@ impl SyncHub {
                     self.docs.insert(doc_id, Automerge::new());
                 }
                 let session = self.sessions.get_mut(&id).expect("present");
+                let ours = before.clone().unwrap_or_default();
+                session.state(doc_id, &ours);
                 // The peer runs the sync protocol on this document again (it may lack
                 // something): our pushes wait until it reports our heads.
                 session.pushing.remove(&doc_id);
@@ -1535,6 +1571,7 @@ impl SyncHub {
                 }
             }
         }
+        let ours = self.docs.heads(&doc_id).unwrap_or_default().to_vec();
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -1547,7 +1584,7 @@ impl SyncHub {
                 bytes: batches.iter().map(|b| b.brought).sum(),
             });
         }
-        let state = session.states.entry(doc_id).or_default();
+        let state = session.state(doc_id, &ours);
         if known {
             state.shared_heads.clone_from(&last.heads);
         }
@@ -1638,6 +1675,12 @@ impl SyncHub {
         effects: &mut Vec<Effect>,
     ) -> Result<Option<Vec<u8>>, CloseReason> {
         let before = self.docs.heads(&doc_id).unwrap_or_default().to_vec();
+        // Peers known to hold our heads get their state from the heads before the change.
+        for session in self.sessions.values_mut() {
+            if session.pushing.contains(&doc_id) {
+                session.state(doc_id, &before);
+            }
+        }
         let outcome = self
             .docs
             .update(&doc_id, |doc| {
@@ -1697,7 +1740,8 @@ impl SyncHub {
             return;
         };
         let session = self.sessions.get_mut(&id).expect("present");
-        let state = session.states.entry(doc_id).or_default();
+        session.state(doc_id, &doc.get_heads());
+        let state = session.states.get_mut(&doc_id).expect("made above");
         match doc.generate_sync_message(state) {
             Some(message) if quiet && message.changes.is_empty() => {}
             Some(message) => {
@@ -1776,11 +1820,26 @@ impl SyncHub {
                                     message: ByteBuf::from(message.encode()),
                                 }),
                         },
+                        // Level with us before this change: it stays level.
+                        None if session.pushing.contains(&doc_id) && changes.is_some() => {
+                            Some(DocMessage::Changes {
+                                doc: doc_id,
+                                heads: encode_heads(&heads),
+                                changes: ByteBuf::from(changes.unwrap_or_default().to_vec()),
+                            })
+                        }
+                        None if session.pushing.contains(&doc_id) => {
+                            let state = session.states.entry(doc_id).or_default();
+                            doc.generate_sync_message(state)
+                                .map(|message| DocMessage::Sync {
+                                    doc: doc_id,
+                                    message: ByteBuf::from(message.encode()),
+                                })
+                        }
                         None if session.shared.is_some() => None,
                         None => {
                             // Unknown to this peer since reconciliation: a new document.
-                            session.states.insert(doc_id, seeded_state(heads.clone()));
-                            session.pushing.insert(doc_id);
+                            session.level(doc_id);
                             Some(DocMessage::Snapshot {
                                 doc: doc_id,
                                 data: ByteBuf::from(doc.save()),
@@ -1808,14 +1867,13 @@ fn offer(
     whole: bool,
 ) -> Option<DocMessage> {
     if whole {
-        session.states.insert(doc_id, seeded_state(doc.get_heads()));
-        session.pushing.insert(doc_id);
+        session.level(doc_id);
         return Some(DocMessage::Snapshot {
             doc: doc_id,
             data: ByteBuf::from(doc.save()),
         });
     }
-    let state = session.states.entry(doc_id).or_default();
+    let state = session.state(doc_id, &doc.get_heads());
     doc.generate_sync_message(state)
         .map(|message| DocMessage::Sync {
             doc: doc_id,
