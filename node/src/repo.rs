@@ -491,20 +491,27 @@ pub(crate) struct RepoActor {
     /// Revocations whose device this node has checked it vouches for (see
     /// `refresh_registry`): once per revocation per run, as it loads every document.
     pub(crate) vouch_checked: std::collections::BTreeSet<String>,
-    /// Documents loaded since memory was last handed back (see `memory::release_freed`).
-    pub(crate) loaded_since_trim: usize,
+    /// Documents unloaded since memory was last handed back (see `memory::release_freed`).
+    pub(crate) unloaded_since_trim: usize,
+    /// The documents' use mark at each of the last sweeps, oldest first: what was not used
+    /// since the oldest is idle.
+    pub(crate) use_marks: std::collections::VecDeque<u64>,
 }
 
 /// Most frames handled as one batch, and most bytes (a frame can be 16 MiB).
 const MAX_FRAME_BATCH: usize = 64;
-/// Most documents kept in memory once the actor is idle (least recently used go first;
-/// the index document always stays). The rest are known by their heads only.
-const LOADED_DOCS: usize = 64;
+/// Most documents in memory at once, checked between inputs (least recently used go
+/// first; the index document always stays). The rest are known by their heads only.
+const MAX_LOADED_DOCS: usize = 1024;
+/// Most documents left loaded while serving a burst of loads.
+const BURST_LOADED_DOCS: usize = 64;
+/// A document not used for this many sweeps (about 30 s) is unloaded.
+const IDLE_SWEEPS: usize = 6;
 /// Most documents read from the store in one request.
 const LOAD_BATCH: usize = 32;
-/// After this many documents were loaded (and unloaded), freed memory is handed back to
-/// the system at the next sweep.
-const TRIM_AFTER_LOADS: usize = 256;
+/// After this many documents were unloaded, freed memory is handed back to the system at
+/// the next sweep.
+const TRIM_AFTER_UNLOADS: usize = 256;
 const MAX_FRAME_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
 /// How far the clock floor may run ahead of the stored one before it is written again.
@@ -561,10 +568,7 @@ impl RepoActor {
                 biased;
                 _ = shutdown.changed() => break,
                 _ = sweep.tick() => {
-                    if self.loaded_since_trim >= TRIM_AFTER_LOADS {
-                        self.loaded_since_trim = 0;
-                        crate::memory::release_freed();
-                    }
+                    self.unload_unused();
                     self.close_silent_sessions().await;
                     let now = self.now();
                     let effects = self.hub.expire(now);
@@ -986,22 +990,53 @@ impl RepoActor {
     /// Reads the documents the hub asked for, a batch at a time, unloading between
     /// batches so memory stays bounded however many a peer's reconciliation touches.
     async fn serve_loads(&mut self) {
+        // A burst (a device fetching everything) keeps only a few documents loaded at a
+        // time: each is needed for a moment, and the peak would stay resident.
+        let burst = self.to_load.len() > LOAD_BATCH;
         while !self.to_load.is_empty() {
             let take = self.to_load.len().min(LOAD_BATCH);
             let batch: Vec<DocumentId> = self.to_load.drain(..take).collect();
             self.load(batch).await;
-            self.unload_idle();
+            if burst {
+                let index = self.index;
+                self.unloaded_since_trim += self
+                    .hub
+                    .docs_mut()
+                    .unload_beyond(BURST_LOADED_DOCS, |id| *id == index);
+            } else {
+                self.unload_idle();
+            }
         }
     }
 
-    /// Unloads the least recently used documents beyond [`LOADED_DOCS`]. Called only
+    /// Unloads the least recently used documents beyond [`MAX_LOADED_DOCS`]. Called only
     /// between inputs: every change in memory has been queued to the store by then, and a
     /// store read sees every queued write.
     fn unload_idle(&mut self) {
         let index = self.index;
-        self.hub
+        self.unloaded_since_trim += self
+            .hub
             .docs_mut()
-            .unload_beyond(LOADED_DOCS, |id| *id == index);
+            .unload_beyond(MAX_LOADED_DOCS, |id| *id == index);
+    }
+
+    /// At a sweep: unloads the documents not used for [`IDLE_SWEEPS`] sweeps, and hands
+    /// freed memory back once many were.
+    fn unload_unused(&mut self) {
+        self.use_marks.push_back(self.hub.docs().use_mark());
+        if self.use_marks.len() > IDLE_SWEEPS
+            && let Some(mark) = self.use_marks.pop_front()
+        {
+            let index = self.index;
+            self.unloaded_since_trim += self
+                .hub
+                .docs_mut()
+                .unload_unused_since(mark, |id| *id == index);
+        }
+        if self.unloaded_since_trim >= TRIM_AFTER_UNLOADS {
+            self.unloaded_since_trim = 0;
+            crate::memory::release_freed();
+        }
     }
 
     /// Makes sure held documents are in memory, reading those that are not, and marks them
@@ -1031,7 +1066,6 @@ impl RepoActor {
         if ids.is_empty() {
             return;
         }
-        self.loaded_since_trim += ids.len();
         let read = match self.store.read_docs(ids.clone()).await {
             Ok(read) => read,
             Err(error) => {

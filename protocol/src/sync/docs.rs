@@ -179,13 +179,43 @@ impl DocSet {
         self.loaded.len()
     }
 
+    /// The use clock: a document touched later has a higher `used` mark than this.
+    pub fn use_mark(&self) -> u64 {
+        self.clock
+    }
+
+    /// Unloads the loaded documents not used since `mark` (a [`DocSet::use_mark`] taken
+    /// earlier), under the same rules as [`DocSet::unload_beyond`]. Returns how many.
+    pub fn unload_unused_since(
+        &mut self,
+        mark: u64,
+        pinned: impl Fn(&DocumentId) -> bool,
+    ) -> usize {
+        let idle: Vec<DocumentId> = self
+            .loaded
+            .range(..=(mark, DocumentId::from_bytes([u8::MAX; 16])))
+            .map(|(_, id)| *id)
+            .filter(|id| !pinned(id) && !self.only_in_memory(id))
+            .collect();
+        idle.iter().filter(|id| self.unload(id)).count()
+    }
+
+    /// Whether storage could not give this document back: it has changes queued inside
+    /// Automerge for missing dependencies (a peer that sent them will not send them again
+    /// in the same session), or no changes at all (nothing of it is stored).
+    fn only_in_memory(&self, id: &DocumentId) -> bool {
+        self.docs.get(id).is_some_and(|held| {
+            held.heads.is_empty()
+                || held
+                    .doc
+                    .as_ref()
+                    .is_some_and(|doc| !doc.get_missing_deps(&[]).is_empty())
+        })
+    }
+
     /// Unloads the least recently used documents until at most `keep` are loaded, never
-    /// those `pinned` names. Returns how many were unloaded. Their heads stay.
-    ///
-    /// Two kinds stay loaded whatever the budget, because storage cannot give them back:
-    /// a document with changes queued inside Automerge for missing dependencies (a peer
-    /// that sent them will not send them again in the same session), and one with no
-    /// changes at all (nothing of it is stored).
+    /// those `pinned` names. Returns how many were unloaded. Their heads stay. A document
+    /// storage could not give back (see `only_in_memory`) stays whatever the budget.
     pub fn unload_beyond(&mut self, keep: usize, pinned: impl Fn(&DocumentId) -> bool) -> usize {
         let mut unloaded = 0;
         let mut spared = Vec::new();
@@ -193,14 +223,7 @@ impl DocSet {
             let Some((used, id)) = self.loaded.pop_first() else {
                 break;
             };
-            let only_in_memory = self.docs.get(&id).is_some_and(|held| {
-                held.heads.is_empty()
-                    || held
-                        .doc
-                        .as_ref()
-                        .is_some_and(|doc| !doc.get_missing_deps(&[]).is_empty())
-            });
-            if pinned(&id) || only_in_memory {
+            if pinned(&id) || self.only_in_memory(&id) {
                 spared.push((used, id));
                 continue;
             }
@@ -374,6 +397,15 @@ mod tests {
         assert_eq!(set.summary(), all_loaded.summary());
         assert_eq!(set.heads(&ids[1]), all_loaded.heads(&ids[1]));
         assert!(set.update(&ids[1], |_| ()).is_none());
+
+        // Unused since a mark: only what was not touched after it goes.
+        let mark = set.use_mark();
+        set.touch(&ids[2]);
+        assert_eq!(set.unload_unused_since(mark, |_| false), 1);
+        assert!(set.is_loaded(&ids[2]) && !set.is_loaded(&ids[0]));
+        set.touch(&ids[0]); // not loaded: no effect
+        assert!(!set.is_loaded(&ids[0]));
+        set.load(ids[0], docs[0].clone());
 
         // Loading gives the content back; a loaded document is never replaced.
         assert!(set.load(ids[1], docs[1].clone()));
