@@ -443,10 +443,20 @@ pub async fn run(base: &Path, config: &RealConfig) -> Result<RealReport, RealErr
         .await
         .map_err(setup)?;
     net.node(shop).accept(&for_shop.code).await.map_err(setup)?;
+    // Its content, not just its entry: a borrowed document is listed (empty) as soon as the
+    // session starts, and an offer written into the empty copy would create a second
+    // `offers` map, which loses to Sarah's when the two merge.
     net.eventually("the shop receives the inbox", || {
         let shop = net.node(shop).clone();
         let inbox = docs["inbox"];
-        async move { holds(&shop, inbox).await }
+        async move {
+            Ok(holds(&shop, inbox).await?
+                && shop
+                    .get(&inbox.to_string(), "/offers")
+                    .await
+                    .map_err(setup)?
+                    .is_some())
+        }
     })
     .await?;
 
