@@ -121,7 +121,7 @@ pub(crate) async fn first_sync(trace: &Trace) -> anyhow::Result<()> {
 
 /// S4 and S10: A holds `docs` small documents, B syncs them once and stops. Then B starts
 /// again with all in sync; then again after A changed `changed` of them; then B starts with
-/// no peer at all (cold start: store opened, every document loaded, listening).
+/// no peer at all (cold start: store opened, every document known by its heads, listening).
 pub(crate) async fn reconnect(docs: usize, changed: usize) -> anyhow::Result<()> {
     let base = tempfile::tempdir()?;
     let a = fresh_node(base.path(), "a").await?;
