@@ -20,7 +20,7 @@ use std::{
 };
 
 use automerge::{Automerge, ChangeHash};
-use membrane_protocol::{Did, DocumentId, ucan::UnixTime};
+use membrane_protocol::{Did, DocumentId, sync::wire::decode_heads, ucan::UnixTime};
 use redb::{Database, Durability, ReadableDatabase as _, ReadableTable as _};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
@@ -905,19 +905,9 @@ fn catch_load<T>(load: impl FnOnce() -> Result<T, automerge::AutomergeError>) ->
     }
 }
 
-/// The heads as stored in [`DOC_HEADS`].
+/// The heads as stored in [`DOC_HEADS`]: the same form as in a `Changes` sync item.
 fn encode_heads(heads: &[ChangeHash]) -> Vec<u8> {
-    heads.iter().flat_map(|h| h.0).collect()
-}
-
-fn decode_heads(bytes: &[u8]) -> Option<Vec<ChangeHash>> {
-    if !bytes.len().is_multiple_of(32) {
-        return None;
-    }
-    bytes
-        .chunks_exact(32)
-        .map(|h| ChangeHash::try_from(h).ok())
-        .collect()
+    membrane_protocol::sync::wire::encode_heads(heads).into_vec()
 }
 
 fn quarantine(db: &Database, broken: &[(DocumentId, String)]) -> Result<(), redb::Error> {
