@@ -80,11 +80,12 @@ fn value_to_json(doc: &Automerge, value: Value<'_>, id: &ObjId) -> Json {
 /// The root entries whose keys start with `prefix` (the prefix cut off), as JSON: reads
 /// only those entries, so it stays cheap on an index naming thousands of documents.
 pub fn entries_with_prefix(doc: &Automerge, prefix: &str) -> Vec<(String, Json)> {
-    doc.keys(ROOT)
-        .filter_map(|key| {
-            let rest = key.strip_prefix(prefix)?.to_owned();
-            let (value, id) = doc.get(ROOT, key.as_str()).ok()??;
-            Some((rest, value_to_json(doc, value, &id)))
+    doc.map_range(ROOT, prefix.to_owned()..)
+        .take_while(|item| item.key.starts_with(prefix))
+        .map(|item| {
+            let id = item.id();
+            let rest = item.key[prefix.len()..].to_owned();
+            (rest, value_to_json(doc, item.value.into(), &id))
         })
         .collect()
 }

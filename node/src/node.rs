@@ -132,10 +132,23 @@ impl Node {
         }
 
         // Keep this device's delegations in the store too, next to those peers present.
+        // They are queued, not waited for: the identity file holds them already, and the
+        // store commits them with whatever comes next instead of one fsync each.
         for delegation in identity.delegations() {
-            let _ = store
-                .put_delegation(delegation.cid().to_bytes(), delegation.as_bytes().to_vec())
-                .await;
+            let cid = delegation.cid().to_bytes();
+            match store
+                .enqueue_delegation(cid, delegation.as_bytes().to_vec())
+                .await
+            {
+                Ok(pending) => {
+                    tokio::spawn(async move {
+                        if let Err(error) = pending.durable().await {
+                            tracing::warn!(%error, "could not store this device's delegation");
+                        }
+                    });
+                }
+                Err(error) => tracing::warn!(%error, "could not store this device's delegation"),
+            }
         }
 
         let mut docs = DocSet::new();
@@ -189,7 +202,6 @@ impl Node {
             compaction: HashMap::new(),
             chunks,
             compact_after: config.compact_after_chunks,
-            sync_states: loaded.sync_states,
             last_heads: HashMap::new(),
             incoming: incoming.clone(),
             receiving: HashMap::new(),

@@ -447,7 +447,6 @@ pub(crate) struct RepoActor {
     /// Per document: (chunk count at the last compaction, chunk bytes since, snapshot size).
     pub(crate) compaction: HashMap<DocumentId, Compaction>,
     pub(crate) compact_after: u64,
-    pub(crate) sync_states: HashMap<[u8; 32], Vec<(DocumentId, Vec<u8>)>>,
     /// Per peer, the heads it last reported for each document, taken when its sessions
     /// ended (since this node started): what `status` knows of offline peers' copies.
     pub(crate) last_heads: HashMap<Did, HashMap<DocumentId, Vec<ChangeHash>>>,
@@ -680,11 +679,13 @@ impl RepoActor {
                 peer,
                 role,
             } => {
-                let persisted = self
-                    .sync_states
-                    .get(peer.as_bytes())
-                    .cloned()
-                    .unwrap_or_default();
+                let persisted = match self.store.sync_states(Some(&peer)).await {
+                    Ok(mut states) => states.remove(peer.as_bytes()).unwrap_or_default(),
+                    Err(error) => {
+                        tracing::warn!(%error, "could not read the sync states; reconciling without");
+                        Vec::new()
+                    }
+                };
                 self.sessions.insert(session, peer);
                 self.awaiting_hello
                     .insert(session, std::time::Instant::now());
@@ -837,9 +838,6 @@ impl RepoActor {
                     });
                 }
                 Effect::SaveSyncState { peer, doc, state } => {
-                    let entry = self.sync_states.entry(*peer.as_bytes()).or_default();
-                    entry.retain(|(d, _)| *d != doc);
-                    entry.push((doc, state.clone()));
                     if let Ok(pending) = self.store.enqueue_sync_state(&peer, doc, state).await {
                         watch_failure(pending, doc);
                     }
@@ -1764,28 +1762,14 @@ impl RepoActor {
         // Revoked devices by revocation CID, and cutoff amendments (see `gate::exceeds`).
         let mut revoked_devices: Vec<(String, Did)> = Vec::new();
         let mut amendments: Vec<(String, String, Cutoff)> = Vec::new();
-        let mut provenance = std::collections::BTreeMap::new();
-        // Only registry entries are read, field by field: the registry shares the index
-        // document with every document's name, and is read on each change to it.
-        for key in index.keys(ROOT) {
+        // Only the registry's key ranges are read, field by field: the registry shares the
+        // index document with every document's entry, and is read on each change to it.
+        let registry = ["revocation-cutoff:", "revocation:", "shared:"]
+            .into_iter()
+            .flat_map(|prefix| index_entries(index, prefix));
+        for (key, entry) in registry {
             let is_revocation = key.starts_with("revocation:");
             let is_amendment = key.starts_with("revocation-cutoff:");
-            if !is_revocation && !is_amendment && !key.starts_with("shared:") {
-                // A document's entry: note whose it is when someone shared it with us.
-                if let Ok(doc) = key.parse::<DocumentId>()
-                    && let Ok(Some((automerge::Value::Object(_), entry))) =
-                        index.get(ROOT, key.as_str())
-                    && let Some(from) = entry_text(index, &entry, "shared_from")
-                    && let Ok(from) = from.parse::<Did>()
-                {
-                    provenance.insert(doc, from);
-                }
-                continue;
-            }
-            let Ok(Some((automerge::Value::Object(_), entry))) = index.get(ROOT, key.as_str())
-            else {
-                continue;
-            };
             if is_amendment {
                 let mut parts = key["revocation-cutoff:".len()..].splitn(2, ':');
                 if let (Some(cid), Some(by)) = (parts.next(), parts.next()) {
@@ -1866,12 +1850,7 @@ impl RepoActor {
         self.revoked = set.iter().map(ToString::to_string).collect();
         self.revoked_devices = revoked_devices.iter().map(|(_, d)| *d).collect();
         self.views = self.views_from_registry(index);
-        self.hub.set_provenance(provenance);
         self.stale_views.extend(self.views.keys().copied());
-        let mut effects = self.hub.set_revoked_authors(authors);
-        effects.extend(self.hub.set_revocations(set));
-        effects.extend(self.hub.set_revocation_records(records));
-        self.carry_out(effects).await;
         for (chain, reason) in self.hub.set_held_grants(now, held) {
             let cid = chain
                 .last()
@@ -1879,6 +1858,20 @@ impl RepoActor {
                 .unwrap_or_default();
             tracing::warn!(grant = %cid, %reason, "not using a grant held by this person");
         }
+        // Whose documents we hold matters only for those the held grants name.
+        let provenance = match self.hub.docs().get(&self.index) {
+            Some(index) => self
+                .hub
+                .held_documents()
+                .filter_map(|doc| Some((doc, shared_from(index, &doc)?)))
+                .collect(),
+            None => Default::default(),
+        };
+        self.hub.set_provenance(provenance);
+        let mut effects = self.hub.set_revoked_authors(authors);
+        effects.extend(self.hub.set_revocations(set));
+        effects.extend(self.hub.set_revocation_records(records));
+        self.carry_out(effects).await;
         if !addrs.is_empty() {
             let _ = self.net.send(NetCommand::Remember(addrs)).await;
         }
@@ -1976,7 +1969,8 @@ impl RepoActor {
             })
             .collect();
         let own_devices: Vec<DeviceEntry> = self.devices().await;
-        let index = StatusIndex::new(&own_devices, &self.sync_states);
+        let states = self.store.sync_states(None).await.unwrap_or_default();
+        let index = StatusIndex::new(&own_devices, &states);
         let ids: Vec<DocumentId> = self
             .hub
             .docs()
@@ -2167,10 +2161,7 @@ struct StatusIndex<'a> {
 }
 
 impl<'a> StatusIndex<'a> {
-    fn new(
-        own_devices: &'a [DeviceEntry],
-        sync_states: &HashMap<[u8; 32], Vec<(DocumentId, Vec<u8>)>>,
-    ) -> Self {
+    fn new(own_devices: &'a [DeviceEntry], sync_states: &crate::store::SyncStates) -> Self {
         let own = own_devices
             .iter()
             .filter(|d| !d.revoked)
@@ -2279,6 +2270,27 @@ fn read_cutoff(index: &Automerge, entry: &automerge::ObjId) -> Cutoff {
 }
 
 /// The name recorded for a document key in the index document.
+/// The index's entries whose keys start with `prefix`, read as one key range: the index
+/// also holds an entry per document, so reading the registry by ranges costs the same
+/// with ten documents or ten thousand.
+pub(crate) fn index_entries(index: &Automerge, prefix: &str) -> Vec<(String, automerge::ObjId)> {
+    index
+        .map_range(ROOT, prefix.to_owned()..)
+        .take_while(|item| item.key.starts_with(prefix))
+        .filter(|item| matches!(item.value, automerge::ValueRef::Object(_)))
+        .map(|item| {
+            let id = item.id();
+            (item.key.into_owned(), id)
+        })
+        .collect()
+}
+
+/// Who shared document `doc` with us, as its index entry records.
+fn shared_from(index: &Automerge, doc: &DocumentId) -> Option<Did> {
+    let (_, entry) = index.get(ROOT, doc.to_string()).ok()??;
+    entry_text(index, &entry, "shared_from")?.parse().ok()
+}
+
 fn index_name(index: &Automerge, key: &str) -> Option<String> {
     let (_, entry) = index.get(ROOT, key).ok()??;
     match index.get(&entry, "name").ok()?? {

@@ -37,14 +37,9 @@ pub(crate) fn view_content(source: &Json, path: &str) -> Json {
 impl RepoActor {
     /// Rebuilds the source → views map from the live (unrevoked) path grants on record.
     pub(crate) fn views_from_registry(&self, index: &automerge::Automerge) -> Views {
-        use automerge::ReadDoc as _;
         let mut views = Views::new();
-        for key in index.keys(automerge::ROOT) {
+        for (key, entry) in crate::repo::index_entries(index, "grant:") {
             let Some(cid) = key.strip_prefix("grant:") else {
-                continue;
-            };
-            let Ok(Some((automerge::Value::Object(_), entry))) = index.get(automerge::ROOT, &key)
-            else {
                 continue;
             };
             let text = |field| crate::repo::entry_text(index, &entry, field);

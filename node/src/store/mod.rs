@@ -112,8 +112,6 @@ pub struct Loaded {
     pub docs: Vec<StoredDoc>,
     /// Documents that did not, with the reason.
     pub quarantined: Vec<(DocumentId, String)>,
-    /// Persisted sync states by peer.
-    pub sync_states: HashMap<[u8; 32], Vec<(DocumentId, Vec<u8>)>>,
     /// Whether the integrity check had to repair the file.
     pub repaired: bool,
     /// Access requests from outside the person, by number (JSON records).
@@ -176,6 +174,10 @@ enum Command {
     Write(Write, oneshot::Sender<Result<u64, StoreError>>),
     Devices(oneshot::Sender<Result<Vec<(String, DeviceRecord)>, StoreError>>),
     Quarantined(oneshot::Sender<Result<Vec<(DocumentId, String)>, StoreError>>),
+    SyncStates(
+        Option<[u8; 32]>,
+        oneshot::Sender<Result<SyncStates, StoreError>>,
+    ),
     ReadDocs(
         Vec<DocumentId>,
         oneshot::Sender<Result<Vec<ReadDoc>, StoreError>>,
@@ -183,6 +185,9 @@ enum Command {
     AccessLog(oneshot::Sender<Result<Vec<AccessEntry>, StoreError>>),
     VerifyAccessLog(oneshot::Sender<Result<Result<u64, LogBroken>, StoreError>>),
 }
+
+/// Persisted sync states: per peer (its public key), per document, `sync::State::encode()`.
+pub type SyncStates = HashMap<[u8; 32], Vec<(DocumentId, Vec<u8>)>>;
 
 /// Memory redb may use to cache pages. Its default (1 GiB) lets the cache grow with
 /// everything ever read, which on a node holding thousands of documents is most of its
@@ -396,6 +401,15 @@ impl StoreHandle {
         self.write(Write::Device { did, record }).await.map(drop)
     }
 
+    /// Queues a delegation; see [`StoreHandle::put_delegation`].
+    pub async fn enqueue_delegation(
+        &self,
+        cid: Vec<u8>,
+        token: Vec<u8>,
+    ) -> Result<Pending, StoreError> {
+        self.enqueue(Write::Delegation { cid, token }).await
+    }
+
     /// Stores a delegation by CID.
     pub async fn put_delegation(&self, cid: Vec<u8>, token: Vec<u8>) -> Result<(), StoreError> {
         self.write(Write::Delegation { cid, token }).await.map(drop)
@@ -416,6 +430,18 @@ impl StoreHandle {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Quarantined(reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The sync states persisted for `peer`, or for every peer: read when a session opens
+    /// rather than kept in memory, where they would cost a state per document and peer.
+    /// Sees every write queued before.
+    pub async fn sync_states(&self, peer: Option<&Did>) -> Result<SyncStates, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::SyncStates(peer.map(|p| *p.as_bytes()), reply))
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -522,6 +548,9 @@ impl StoreActor {
                     }
                     Command::Quarantined(reply) => {
                         let _ = reply.send(self.quarantined());
+                    }
+                    Command::SyncStates(peer, reply) => {
+                        let _ = reply.send(self.sync_states(peer));
                     }
                     Command::ReadDocs(ids, reply) => {
                         let _ = reply.send(self.read_docs(&ids));
@@ -779,6 +808,25 @@ impl StoreActor {
         Ok(out)
     }
 
+    fn sync_states(&self, peer: Option<[u8; 32]>) -> Result<SyncStates, StoreError> {
+        let txn = self.db.begin_read().map_err(db_error)?;
+        let table = txn.open_table(SYNC_STATES).map_err(db_error)?;
+        let rows = match &peer {
+            Some(peer) => table.range((peer, &[0; 16])..=(peer, &[0xff; 16])),
+            None => table.range::<(&[u8; 32], &[u8; 16])>(..),
+        }
+        .map_err(db_error)?;
+        let mut out = SyncStates::new();
+        for row in rows {
+            let (key, state) = row.map_err(db_error)?;
+            let (peer, doc) = key.value();
+            out.entry(*peer)
+                .or_default()
+                .push((DocumentId::from_bytes(*doc), state.value().to_vec()));
+        }
+        Ok(out)
+    }
+
     fn quarantined(&self) -> Result<Vec<(DocumentId, String)>, StoreError> {
         let txn = self.db.begin_read().map_err(db_error)?;
         let table = txn.open_table(QUARANTINE).map_err(db_error)?;
@@ -985,16 +1033,6 @@ fn load(db: &Database) -> Result<Loaded, redb::Error> {
                     newly_quarantined.push((id, reason));
                 }
             }
-        }
-        let states = txn.open_table(SYNC_STATES)?;
-        for row in states.iter()? {
-            let (key, state) = row?;
-            let (peer, doc) = key.value();
-            loaded
-                .sync_states
-                .entry(*peer)
-                .or_default()
-                .push((DocumentId::from_bytes(*doc), state.value().to_vec()));
         }
     }
     if !found_heads.is_empty() {
@@ -1233,5 +1271,39 @@ mod tests {
         let (_store, loaded, _thread) = StoreHandle::open(&path).unwrap();
         assert!(loaded.docs.is_empty());
         assert_eq!(loaded.quarantined.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn sync_states_are_read_per_peer_or_all_after_reopen() {
+        let temp = tempfile::tempdir().unwrap();
+        let path = temp.path().join("store.redb");
+        let phone = membrane_protocol::SecretKey::from_seed([1; 32]).did();
+        let pi = membrane_protocol::SecretKey::from_seed([2; 32]).did();
+        let (a, b) = (
+            DocumentId::from_bytes([1; 16]),
+            DocumentId::from_bytes([2; 16]),
+        );
+        {
+            let (store, _, thread) = StoreHandle::open(&path).unwrap();
+            store.save_sync_state(&phone, a, vec![1]).await.unwrap();
+            store.save_sync_state(&phone, b, vec![2]).await.unwrap();
+            store.save_sync_state(&pi, a, vec![3]).await.unwrap();
+            // A newer state replaces the older one.
+            store.save_sync_state(&phone, a, vec![4]).await.unwrap();
+            drop(store);
+            thread.join().unwrap();
+        }
+        let (store, _, _thread) = StoreHandle::open(&path).unwrap();
+        let of_phone = store.sync_states(Some(&phone)).await.unwrap();
+        assert_eq!(of_phone.len(), 1);
+        assert_eq!(of_phone[phone.as_bytes()], vec![(a, vec![4]), (b, vec![2])]);
+        let all = store.sync_states(None).await.unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[pi.as_bytes()], vec![(a, vec![3])]);
+        // A write queued before the read is seen by it.
+        let pending = store.enqueue_sync_state(&pi, b, vec![5]).await.unwrap();
+        let of_pi = store.sync_states(Some(&pi)).await.unwrap();
+        assert_eq!(of_pi[pi.as_bytes()], vec![(a, vec![3]), (b, vec![5])]);
+        pending.durable().await.unwrap();
     }
 }

@@ -702,6 +702,14 @@ impl SyncHub {
             .is_some_and(|first| first == Level::Read && levels.all(|l| l == Level::Read))
     }
 
+    /// The documents the grants this device holds from other persons name (see
+    /// [`SyncHub::set_held_grants`]); a document may appear once per grant.
+    pub fn held_documents(&self) -> impl Iterator<Item = DocumentId> + '_ {
+        self.held
+            .iter()
+            .flat_map(|held| held.documents.iter().map(|(doc, _)| *doc))
+    }
+
     /// Records which of the documents we hold were shared with us, and by whom. A held
     /// grant covers a document only if we do not hold it, or hold it from that same person:
     /// a grant naming one of our own documents (say, our index, whose id anyone can
