@@ -222,7 +222,7 @@ impl Node {
             stale_views: Default::default(),
             to_load: Default::default(),
             vouch_checked: Default::default(),
-            unloaded_since_trim: 0,
+            trimmer: Default::default(),
             use_marks: Default::default(),
             listen_tx,
             announce: config.announce.clone(),

@@ -490,8 +490,8 @@ pub(crate) struct RepoActor {
     /// Revocations whose device this node has checked it vouches for (see
     /// `refresh_registry`): once per revocation per run, as it loads every document.
     pub(crate) vouch_checked: std::collections::BTreeSet<String>,
-    /// Documents unloaded since memory was last handed back (see `memory::release_freed`).
-    pub(crate) unloaded_since_trim: usize,
+    /// When to hand freed memory back (see `memory::Trimmer`).
+    pub(crate) trimmer: crate::memory::Trimmer,
     /// The documents' use mark at each of the last sweeps, oldest first: what was not used
     /// since the oldest is idle.
     pub(crate) use_marks: std::collections::VecDeque<u64>,
@@ -508,9 +508,6 @@ const BURST_LOADED_DOCS: usize = 64;
 const IDLE_SWEEPS: usize = 6;
 /// Most documents read from the store in one request.
 const LOAD_BATCH: usize = 32;
-/// After this many documents were unloaded, freed memory is handed back to the system at
-/// the next sweep.
-const TRIM_AFTER_UNLOADS: usize = 256;
 const MAX_FRAME_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
 /// How far the clock floor may run ahead of the stored one before it is written again.
@@ -618,12 +615,16 @@ impl RepoActor {
                                 Err(_) => break,
                             }
                         }
+                        self.trimmer.worked(batch.len());
                         self.edit_batch(doc, batch).await;
                         if let Some(command) = next {
                             self.on_command(command).await;
                         }
                     }
-                    Some(command) => self.on_command(command).await,
+                    Some(command) => {
+                        self.trimmer.worked(1);
+                        self.on_command(command).await;
+                    }
                     None => break,
                 },
             }
@@ -661,6 +662,7 @@ impl RepoActor {
 
     /// Hands the hub several inputs as one batch (see `SyncHub::handle_all`).
     async fn hub_inputs(&mut self, inputs: Vec<Input>) {
+        self.trimmer.worked(inputs.len());
         let now = self.now();
         let effects = self.hub.handle_all(now, inputs);
         self.carry_out(effects).await;
@@ -997,10 +999,11 @@ impl RepoActor {
             self.load(batch).await;
             if burst {
                 let index = self.index;
-                self.unloaded_since_trim += self
+                let unloaded = self
                     .hub
                     .docs_mut()
                     .unload_beyond(BURST_LOADED_DOCS, |id| *id == index);
+                self.trimmer.unloaded(unloaded);
             } else {
                 self.unload_idle();
             }
@@ -1012,27 +1015,28 @@ impl RepoActor {
     /// store read sees every queued write.
     fn unload_idle(&mut self) {
         let index = self.index;
-        self.unloaded_since_trim += self
+        let unloaded = self
             .hub
             .docs_mut()
             .unload_beyond(MAX_LOADED_DOCS, |id| *id == index);
+        self.trimmer.unloaded(unloaded);
     }
 
     /// At a sweep: unloads the documents not used for [`IDLE_SWEEPS`] sweeps, and hands
-    /// freed memory back once many were.
+    /// freed memory back when the trimmer says so.
     fn unload_unused(&mut self) {
         self.use_marks.push_back(self.hub.docs().use_mark());
         if self.use_marks.len() > IDLE_SWEEPS
             && let Some(mark) = self.use_marks.pop_front()
         {
             let index = self.index;
-            self.unloaded_since_trim += self
+            let unloaded = self
                 .hub
                 .docs_mut()
                 .unload_unused_since(mark, |id| *id == index);
+            self.trimmer.unloaded(unloaded);
         }
-        if self.unloaded_since_trim >= TRIM_AFTER_UNLOADS {
-            self.unloaded_since_trim = 0;
+        if self.trimmer.sweep() {
             crate::memory::release_freed();
         }
     }
