@@ -1104,6 +1104,26 @@ impl RepoActor {
     async fn cutoff_of_all(&mut self, device: &Did) -> Cutoff {
         let ids: Vec<DocumentId> = self.hub.docs().ids().copied().collect();
         let mut cutoff = Cutoff::new();
+        self.visit_loaded(&ids, |this, id| {
+            if let Some(doc) = this.hub.docs().get(id) {
+                let actors = device_seqs(device, doc);
+                if !actors.is_empty() {
+                    cutoff.insert(*id, actors);
+                }
+            }
+        })
+        .await;
+        cutoff
+    }
+
+    /// Calls `visit` on each of `ids` with its content loaded, reading them a batch at a
+    /// time and unloading afterwards what this read, so memory stays bounded however many
+    /// there are. `visit` finds the content with `this.hub.docs().get(id)`.
+    async fn visit_loaded(
+        &mut self,
+        ids: &[DocumentId],
+        mut visit: impl FnMut(&Self, &DocumentId) + Send,
+    ) {
         for batch in ids.chunks(LOAD_BATCH) {
             let was_loaded: Vec<bool> = batch
                 .iter()
@@ -1111,19 +1131,13 @@ impl RepoActor {
                 .collect();
             self.ensure_loaded(batch).await;
             for (id, was_loaded) in batch.iter().zip(was_loaded) {
-                if let Some(doc) = self.hub.docs().get(id) {
-                    let actors = device_seqs(device, doc);
-                    if !actors.is_empty() {
-                        cutoff.insert(*id, actors);
-                    }
-                }
+                visit(self, id);
                 // Only what this loaded goes back: callers may rely on the rest.
                 if !was_loaded && !self.hub.loading().any(|l| l == id) {
                     self.hub.docs_mut().unload(id);
                 }
             }
         }
-        cutoff
     }
 
     pub(crate) fn resolve(&self, text: &str) -> Result<DocumentId, NodeError> {
@@ -1992,21 +2006,12 @@ impl RepoActor {
                 None => needs_content.push(id),
             }
         }
-        for batch in needs_content.chunks(LOAD_BATCH) {
-            let was_loaded: Vec<bool> = batch
-                .iter()
-                .map(|id| self.hub.docs().is_loaded(id))
-                .collect();
-            self.ensure_loaded(batch).await;
-            for (id, was_loaded) in batch.iter().zip(was_loaded) {
-                if let Some(status) = self.doc_status_of(id, &peers, &index) {
-                    documents.push((*id, status));
-                }
-                if !was_loaded && !self.hub.loading().any(|l| l == id) {
-                    self.hub.docs_mut().unload(id);
-                }
+        self.visit_loaded(&needs_content, |this, id| {
+            if let Some(status) = this.doc_status_of(id, &peers, &index) {
+                documents.push((*id, status));
             }
-        }
+        })
+        .await;
         documents.sort_by_key(|(id, _)| *id);
         let documents = documents.into_iter().map(|(_, status)| status).collect();
         Status {
