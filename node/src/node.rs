@@ -132,8 +132,8 @@ impl Node {
         }
 
         // Keep this device's delegations in the store too, next to those peers present.
-        // They are queued, not waited for: the identity file holds them already, and the
-        // store commits them with whatever comes next instead of one fsync each.
+        // They are queued, not waited for one by one: the identity file holds them
+        // already, and queued together they share one commit instead of one fsync each.
         for delegation in identity.delegations() {
             let cid = delegation.cid().to_bytes();
             match store

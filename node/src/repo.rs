@@ -618,6 +618,7 @@ impl RepoActor {
                         self.trimmer.worked(batch.len());
                         self.edit_batch(doc, batch).await;
                         if let Some(command) = next {
+                            self.trimmer.worked(1);
                             self.on_command(command).await;
                         }
                     }
@@ -1987,8 +1988,11 @@ impl RepoActor {
             })
             .collect();
         let own_devices: Vec<DeviceEntry> = self.devices().await;
-        let states = self.store.sync_states(None).await.unwrap_or_default();
-        let index = StatusIndex::new(&own_devices, &states);
+        let states = self.store.sync_states(None).await.unwrap_or_else(|error| {
+            tracing::warn!(%error, "could not read the sync states; peers' copies show as unknown");
+            Default::default()
+        });
+        let index = StatusIndex::new(&own_devices, states);
         let ids: Vec<DocumentId> = self
             .hub
             .docs()
@@ -2170,7 +2174,7 @@ struct StatusIndex<'a> {
 }
 
 impl<'a> StatusIndex<'a> {
-    fn new(own_devices: &'a [DeviceEntry], sync_states: &crate::store::SyncStates) -> Self {
+    fn new(own_devices: &'a [DeviceEntry], sync_states: crate::store::SyncStates) -> Self {
         let own = own_devices
             .iter()
             .filter(|d| !d.revoked)
@@ -2178,12 +2182,12 @@ impl<'a> StatusIndex<'a> {
             .collect();
         let mut saved: HashMap<DocumentId, Vec<(Did, Vec<u8>)>> = HashMap::new();
         for (key, states) in sync_states {
-            let Ok(key) = membrane_protocol::PublicKey::from_bytes(key) else {
+            let Ok(key) = membrane_protocol::PublicKey::from_bytes(&key) else {
                 continue;
             };
             let peer = Did::from(key);
             for (doc, bytes) in states {
-                saved.entry(*doc).or_default().push((peer, bytes.clone()));
+                saved.entry(doc).or_default().push((peer, bytes));
             }
         }
         Self { own, saved }
@@ -2278,7 +2282,6 @@ fn read_cutoff(index: &Automerge, entry: &automerge::ObjId) -> Cutoff {
     cutoff
 }
 
-/// The name recorded for a document key in the index document.
 /// The index's entries whose keys start with `prefix`, read as one key range: the index
 /// also holds an entry per document, so reading the registry by ranges costs the same
 /// with ten documents or ten thousand.
@@ -2300,6 +2303,7 @@ fn shared_from(index: &Automerge, doc: &DocumentId) -> Option<Did> {
     entry_text(index, &entry, "shared_from")?.parse().ok()
 }
 
+/// The name recorded for a document key in the index document.
 fn index_name(index: &Automerge, key: &str) -> Option<String> {
     let (_, entry) = index.get(ROOT, key).ok()??;
     match index.get(&entry, "name").ok()?? {
