@@ -998,16 +998,11 @@ impl RepoActor {
             let take = self.to_load.len().min(LOAD_BATCH);
             let batch: Vec<DocumentId> = self.to_load.drain(..take).collect();
             self.load(batch).await;
-            if burst {
-                let index = self.index;
-                let unloaded = self
-                    .hub
-                    .docs_mut()
-                    .unload_beyond(BURST_LOADED_DOCS, |id| *id == index);
-                self.trimmer.unloaded(unloaded);
+            self.unload_beyond(if burst {
+                BURST_LOADED_DOCS
             } else {
-                self.unload_idle();
-            }
+                MAX_LOADED_DOCS
+            });
         }
     }
 
@@ -1015,11 +1010,14 @@ impl RepoActor {
     /// between inputs: every change in memory has been queued to the store by then, and a
     /// store read sees every queued write.
     fn unload_idle(&mut self) {
+        self.unload_beyond(MAX_LOADED_DOCS);
+    }
+
+    /// Unloads the least recently used documents until at most `keep` are loaded (the
+    /// index stays), under the same rule as [`Self::unload_idle`].
+    fn unload_beyond(&mut self, keep: usize) {
         let index = self.index;
-        let unloaded = self
-            .hub
-            .docs_mut()
-            .unload_beyond(MAX_LOADED_DOCS, |id| *id == index);
+        let unloaded = self.hub.docs_mut().unload_beyond(keep, |id| *id == index);
         self.trimmer.unloaded(unloaded);
     }
 
@@ -1878,14 +1876,11 @@ impl RepoActor {
             tracing::warn!(grant = %cid, %reason, "not using a grant held by this person");
         }
         // Whose documents we hold matters only for those the held grants name.
-        let provenance = match self.hub.docs().get(&self.index) {
-            Some(index) => self
-                .hub
-                .held_documents()
-                .filter_map(|doc| Some((doc, shared_from(index, &doc)?)))
-                .collect(),
-            None => Default::default(),
-        };
+        let provenance = self
+            .hub
+            .held_documents()
+            .filter_map(|doc| Some((doc, self.shared_from(&doc)?.parse().ok()?)))
+            .collect();
         self.hub.set_provenance(provenance);
         let mut effects = self.hub.set_revoked_authors(authors);
         effects.extend(self.hub.set_revocations(set));
@@ -2295,12 +2290,6 @@ pub(crate) fn index_entries(index: &Automerge, prefix: &str) -> Vec<(String, aut
             (item.key.into_owned(), id)
         })
         .collect()
-}
-
-/// Who shared document `doc` with us, as its index entry records.
-fn shared_from(index: &Automerge, doc: &DocumentId) -> Option<Did> {
-    let (_, entry) = index.get(ROOT, doc.to_string()).ok()??;
-    entry_text(index, &entry, "shared_from")?.parse().ok()
 }
 
 /// The name recorded for a document key in the index document.

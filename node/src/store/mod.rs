@@ -401,18 +401,13 @@ impl StoreHandle {
         self.write(Write::Device { did, record }).await.map(drop)
     }
 
-    /// Queues a delegation; see [`StoreHandle::put_delegation`].
+    /// Queues a delegation, stored by CID.
     pub async fn enqueue_delegation(
         &self,
         cid: Vec<u8>,
         token: Vec<u8>,
     ) -> Result<Pending, StoreError> {
         self.enqueue(Write::Delegation { cid, token }).await
-    }
-
-    /// Stores a delegation by CID.
-    pub async fn put_delegation(&self, cid: Vec<u8>, token: Vec<u8>) -> Result<(), StoreError> {
-        self.write(Write::Delegation { cid, token }).await.map(drop)
     }
 
     /// The device registry.
