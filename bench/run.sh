@@ -68,10 +68,17 @@ NAME=results
 [ -n "$QUICK" ] && NAME=results-quick
 OUT=bench/$NAME.jsonl
 [ -n "$APPEND" ] || : > "$OUT"
+FAILED=()
 run() { # run LABEL COMMAND...: one measurement process; its JSON lines go to the results
-  log "$1"
+  local label="$1"
+  log "$label"
   shift
-  "$@" >> "$OUT"
+  # One failed measurement must not throw away an hour's run: note it, go on, and fail
+  # at the end.
+  if ! "$@" >> "$OUT"; then
+    log "FAILED: $label"
+    FAILED+=("$label")
+  fi
 }
 
 membrane_side() {
@@ -130,3 +137,8 @@ done
 HEADER="Run $(date -u +%Y-%m-%d) on $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -m); $REPS repetition(s)${QUICK:+, quick mode (small sizes)}"
 "$BENCH" table --input "$OUT" --json "bench/$NAME.json" --markdown "bench/$NAME.md" --header "$HEADER"
 cat "bench/$NAME.md"
+if [ ${#FAILED[@]} -gt 0 ]; then
+  log "${#FAILED[@]} measurement(s) failed:"
+  printf '  %s\n' "${FAILED[@]}" >&2
+  exit 1
+fi

@@ -196,7 +196,10 @@ export async function startSyncServer(storageDir) {
       closing = true;
       const exited = new Promise((resolve) => child.once("exit", resolve));
       child.disconnect();
+      // A server busy with a backlog may not notice the disconnect for long.
+      const killer = setTimeout(() => child.kill("SIGKILL"), 5_000);
       await exited;
+      clearTimeout(killer);
     },
   };
 }

@@ -12,6 +12,10 @@
 // id = writer * perWriter + seq, and its send time (performance.now() just
 // before handle.change) is stored in a table shared by all writers, which is
 // possible because they live in one process.
+// If the writers fall behind their timers (their replicas' work delays them), typing
+// stops at twice its planned length; a record then says how much was typed, and
+// keystrokes still undelivered 30 s after typing ended count as lower bounds
+// (`complete: false`).
 // Every other writer records the first time it sees each marker, from the
 // patches of its handle's "change" event. latency = receive time - send time,
 // over all (marker, receiving writer) pairs: samples = markers * (W - 1).
@@ -74,24 +78,48 @@ run("s5-relay", async () => {
   await sleep(500); // let the initial sync exchanges finish
 
   // --- timed run
-  const expected = total * (W - 1);
   await server.call("wireReset");
   await server.call("cpuStart");
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
+  // Writers share this process's one thread with the replicas they keep: when applying
+  // what arrives takes longer than the typing interval, their timers fire late. Typing
+  // stops at twice its planned length; keystrokes not typed by then are not counted.
+  const stopTypingAt = t0 + 2 * seconds * 1000;
   await Promise.all(handles.map((handle, w) => writeLoop(handle, w)));
-  log(`s5: all ${total} markers written, waiting for delivery`);
-  await within(30_000, until(() => latencies.length >= expected), () => `only ${latencies.length}/${expected} deliveries`);
+  const written = sendTime.reduce((n, t) => n + (Number.isNaN(t) ? 0 : 1), 0);
+  const expected = written * (W - 1);
+  log(`s5: ${written} of ${total} markers written in ${Math.round(performance.now() - t0)} ms, waiting for delivery`);
+  // A relay that falls behind is a result, not a failure: after 30 s more, each keystroke
+  // still missing at a writer counts with the latency it has reached by then, a lower
+  // bound, and the record says how many were delivered.
+  const delivered = await within(30_000, until(() => latencies.length >= expected), () => "")
+    .then(() => true)
+    .catch(() => false);
   const t1 = performance.now();
+  const reached = latencies.length;
+  if (!delivered) {
+    log(`s5: the relay fell behind: ${reached} of ${expected} deliveries after 30 s; the rest count as lower bounds`);
+    seen.forEach((seenBy, w) => {
+      for (let id = 0; id < total; id++) {
+        if (Math.floor(id / perWriter) !== w && !seenBy[id] && !Number.isNaN(sendTime[id])) {
+          latencies.push(t1 - sendTime[id]);
+        }
+      }
+    });
+  }
   const writersCpu = process.cpuUsage(cpu0);
   const relayCpu = await server.call("cpu");
   const relayWire = await server.call("wire");
 
-  // --- checks (untimed)
-  const texts = handles.map((h) => h.doc().text);
-  if (texts.some((t) => t.length !== total || t !== texts[0])) fail("writers ended with different texts");
-  const relayLength = await server.call("textLength", { url });
-  if (relayLength !== total) fail(`relay holds ${relayLength} chars, expected ${total}`);
+  const complete = delivered && written === total;
+  // --- checks (untimed), when everything was typed and arrived
+  if (complete) {
+    const texts = handles.map((h) => h.doc().text);
+    if (texts.some((t) => t.length !== total || t !== texts[0])) fail("writers ended with different texts");
+    const relayLength = await server.call("textLength", { url });
+    if (relayLength !== total) fail(`relay holds ${relayLength} chars, expected ${total}`);
+  }
 
   emit({
     scenario: "S5",
@@ -103,6 +131,11 @@ run("s5-relay", async () => {
     p99_ms: ms(percentile(latencies, 99)),
     max_ms: ms(Math.max(...latencies)),
     samples: latencies.length,
+    typed: written,
+    planned: total,
+    delivered: reached,
+    expected,
+    complete,
     relay_cpu_ms: ms((relayCpu.user + relayCpu.system) / 1000),
     writers_cpu_ms: ms((writersCpu.user + writersCpu.system) / 1000),
     relay_wire_bytes: relayWire.wire_bytes,
@@ -110,8 +143,9 @@ run("s5-relay", async () => {
     seconds,
   });
 
-  await Promise.all(repos.map((r) => r.shutdown()));
-  await server.close();
+  // A relay still working through a backlog may take long to shut down: give it 10 s.
+  const closed = Promise.all(repos.map((r) => r.shutdown())).then(() => server.close());
+  await within(10_000, closed, () => "closing the writers and the relay").catch((err) => log(`s5: ${err.message}`));
   cleanupTempDirs();
 
   /** One writer: perWriter appends, one every `period` ms, staggered by writer. */
@@ -119,6 +153,11 @@ run("s5-relay", async () => {
     return new Promise((resolve) => {
       let seq = 0;
       const tick = () => {
+        if (performance.now() > stopTypingAt) {
+          clearInterval(timer);
+          resolve();
+          return;
+        }
         const id = w * perWriter + seq;
         const ch = String.fromCharCode(BASE + id);
         sendTime[id] = performance.now();

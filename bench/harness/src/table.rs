@@ -347,19 +347,34 @@ pub(crate) fn write(
                 let p = runs.field(scenario, peer_case, peer, metric.field)?;
                 Some((peer, s.median / p.median))
             });
+        // A run whose writers could not type at the planned rate, or whose keystrokes had
+        // not all arrived when it stopped waiting, is incomplete: what never arrived counts
+        // at the latency it had reached, a lower bound.
+        let incomplete = runs.by_key[&(scenario.clone(), case.clone(), system.clone())]
+            .iter()
+            .filter(|run| run["complete"] == Value::Bool(false))
+            .count();
+        let unit = if incomplete == 0 {
+            metric.unit.to_owned()
+        } else {
+            format!(
+                "{}; {incomplete} run(s) incomplete: fell behind the typing",
+                metric.unit
+            )
+        };
         writeln!(
             table,
-            "| {scenario} | {case} | {system} | {} | {} | {} | {} | {} | {} |",
+            "| {scenario} | {case} | {system} | {} | {} | {} | {unit} | {} | {} |",
             number(s.median),
             number(s.min),
             number(s.max),
-            metric.unit,
             s.runs,
             ratio.map_or(String::new(), |(peer, r)| format!("{}× {peer}", number(r))),
         )?;
         rows.push(json!({
             "scenario": scenario, "case": case, "system": system, "unit": metric.unit,
             "median": s.median, "min": s.min, "max": s.max, "runs": s.runs,
+            "incomplete_runs": incomplete,
             "ratio_to_peer": ratio.map(|(peer, r)| json!({"peer": peer, "ratio": r})),
         }));
     }
