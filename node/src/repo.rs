@@ -347,12 +347,25 @@ const MAX_EDIT_BATCH: usize = 1024;
 /// Chunks smaller than this in total never trigger a compaction on their own.
 const MIN_COMPACTION_BYTES: u64 = 256 * 1024;
 
+/// Most documents saved for compaction at once. Each save works on a copy of its
+/// document, so this bounds the extra memory as well as the threads.
+const MAX_COMPACTIONS_IN_FLIGHT: usize = 2;
+
 /// When a document was last compacted.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Compaction {
     chunks_at: u64,
     bytes_since: u64,
     snapshot_len: u64,
+    /// A snapshot is being saved; `chunks_at` and `bytes_since` already count it done.
+    in_flight: bool,
+}
+
+/// A compaction launched by [`RepoActor::after_append`]: the state to restore if it
+/// fails, and, once it ends, the new snapshot's size if it was queued to the store.
+pub(crate) struct CompactionTask {
+    doc: DocumentId,
+    before: Compaction,
 }
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
@@ -447,6 +460,11 @@ pub(crate) struct RepoActor {
     /// Per document: (chunk count at the last compaction, chunk bytes since, snapshot size).
     pub(crate) compaction: HashMap<DocumentId, Compaction>,
     pub(crate) compact_after: u64,
+    /// Snapshots being saved off the actor (at most [`MAX_COMPACTIONS_IN_FLIGHT`]), each
+    /// ending with the snapshot's size if it was queued to the store.
+    pub(crate) compacting: tokio::task::JoinSet<Option<u64>>,
+    /// What each running compaction is for, by task.
+    pub(crate) compaction_tasks: HashMap<tokio::task::Id, CompactionTask>,
     /// Per peer, the heads it last reported for each document, taken when its sessions
     /// ended (since this node started): what `status` knows of offline peers' copies.
     pub(crate) last_heads: HashMap<Did, HashMap<DocumentId, Vec<ChangeHash>>>,
@@ -563,6 +581,8 @@ impl RepoActor {
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
+                Some(ended) = self.compacting.join_next_with_id(),
+                    if !self.compacting.is_empty() => self.compaction_ended(ended),
                 _ = sweep.tick() => {
                     self.unload_unused();
                     self.close_silent_sessions().await;
@@ -629,6 +649,12 @@ impl RepoActor {
                     None => break,
                 },
             }
+        }
+        // A snapshot being saved is finished and queued, so a clean stop leaves the store
+        // compacted as far as the node got (at most two saves, each bounded by one
+        // document's size).
+        while let Some(ended) = self.compacting.join_next_with_id().await {
+            self.compaction_ended(ended);
         }
     }
 
@@ -806,7 +832,7 @@ impl RepoActor {
                     let len = data.len();
                     if let Ok(pending) = self.store.enqueue_append(doc, data, heads).await {
                         watch_failure(pending, doc);
-                        self.after_append(doc, len).await;
+                        self.after_append(doc, len);
                     }
                 }
                 Effect::StoreSnapshot {
@@ -963,7 +989,7 @@ impl RepoActor {
 
     /// Counts a chunk and compacts the document when its chunks outweigh its snapshot (or
     /// grow too many), so compaction costs stay proportional to the data written.
-    async fn after_append(&mut self, doc: DocumentId, chunk_len: usize) {
+    fn after_append(&mut self, doc: DocumentId, chunk_len: usize) {
         let count = self.chunks.entry(doc).or_insert(0);
         *count += 1;
         let through = *count;
@@ -974,17 +1000,59 @@ impl RepoActor {
         if !heavy && chunks_since < self.compact_after {
             return;
         }
-        let Some(snapshot) = self.hub.docs().get(&doc).map(Automerge::save) else {
+        if state.in_flight || self.compacting.len() >= MAX_COMPACTIONS_IN_FLIGHT {
+            // Tried again at the document's next chunk.
+            return;
+        }
+        // Saving a large document takes tens of milliseconds or more; the actor only
+        // copies it (a third of that) and goes on serving while a blocking thread saves.
+        let Some(copy) = self.hub.docs().get(&doc).cloned() else {
             return;
         };
-        let snapshot_len = snapshot.len() as u64;
-        if let Ok(pending) = self.store.enqueue_compact(doc, snapshot, through).await {
+        let before = *state;
+        *state = Compaction {
+            chunks_at: through,
+            bytes_since: 0,
+            snapshot_len: before.snapshot_len,
+            in_flight: true,
+        };
+        let store = self.store.clone();
+        let task = self.compacting.spawn(async move {
+            let snapshot = tokio::task::spawn_blocking(move || copy.save())
+                .await
+                .ok()?;
+            let len = snapshot.len() as u64;
+            // Chunks numbered from `through` on stay: later changes are not in the copy.
+            let pending = store.enqueue_compact(doc, snapshot, through).await.ok()?;
             watch_failure(pending, doc);
-            *self.compaction.entry(doc).or_default() = Compaction {
-                chunks_at: through,
-                bytes_since: 0,
-                snapshot_len,
-            };
+            Some(len)
+        });
+        self.compaction_tasks
+            .insert(task.id(), CompactionTask { doc, before });
+    }
+
+    /// Settles a compaction that ended: on success the snapshot's size sets the next
+    /// threshold; on failure the chunks it would have dropped count again.
+    fn compaction_ended(
+        &mut self,
+        ended: Result<(tokio::task::Id, Option<u64>), tokio::task::JoinError>,
+    ) {
+        let (id, snapshot_len) = match ended {
+            Ok((id, len)) => (id, len),
+            Err(error) => (error.id(), None),
+        };
+        let Some(CompactionTask { doc, before }) = self.compaction_tasks.remove(&id) else {
+            return;
+        };
+        let state = self.compaction.entry(doc).or_default();
+        state.in_flight = false;
+        match snapshot_len {
+            Some(len) => state.snapshot_len = len,
+            None => {
+                tracing::warn!(%doc, "could not compact the document; its chunks stay");
+                state.chunks_at = before.chunks_at;
+                state.bytes_since += before.bytes_since;
+            }
         }
     }
 
@@ -1216,7 +1284,7 @@ impl RepoActor {
         let len = chunk.len();
         let heads = self.hub.docs().heads(&doc).unwrap_or_default().to_vec();
         let pending = self.store.enqueue_append(doc, chunk.clone(), heads).await?;
-        self.after_append(doc, len).await;
+        self.after_append(doc, len);
         let effects = self.hub.handle(
             time::now(),
             Input::LocalChange {
@@ -1285,7 +1353,7 @@ impl RepoActor {
                 let heads = self.hub.docs().heads(&doc).unwrap_or_default().to_vec();
                 match self.store.enqueue_append(doc, chunk.clone(), heads).await {
                     Ok(pending) => {
-                        self.after_append(doc, len).await;
+                        self.after_append(doc, len);
                         let effects = self.hub.handle(
                             time::now(),
                             Input::LocalChange {

@@ -7,11 +7,12 @@
 //! acknowledged only after that commit is durable. Commits use redb's two-phase commit,
 //! since much of what we store was supplied by peers.
 //!
-//! At open the file's integrity is checked, and every document is loaded; one that does
-//! not load is quarantined (its bytes kept, its id reported) while the rest are served.
+//! At open the file's integrity is checked, and every document is listed with its stored
+//! heads; documents load on demand. One that does not load is quarantined (its bytes kept,
+//! its id reported) while the rest are served.
 
 pub mod access_log;
-mod tables;
+pub(crate) mod tables;
 
 use std::{
     collections::HashMap,
