@@ -753,6 +753,7 @@ impl NodeHandle {
 
 #[cfg(test)]
 mod tests {
+    use automerge::ReadDoc as _;
     use redb::ReadableDatabase as _;
 
     use super::*;
@@ -805,6 +806,61 @@ mod tests {
                 Some(serde_json::json!(i)),
                 "/k{i} lost across compaction and restart"
             );
+        }
+        node.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_edits_across_documents_keep_each_documents_order() {
+        const ROUNDS: usize = 300;
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().join("node");
+        DeviceIdentity::init(&DataDir::new(&dir), crate::time::now()).unwrap();
+        let mut config = Config::loopback(&dir);
+        config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+        config.control_socket = false;
+        let node = Node::start(config.clone()).await.unwrap();
+        let docs = [
+            node.create_doc(Some("a".into()), None).await.unwrap(),
+            node.create_doc(Some("b".into()), None).await.unwrap(),
+            node.create_doc(Some("c".into()), None).await.unwrap(),
+        ];
+        // Interleaved without waiting, so passes take edits of all three documents. Each
+        // edit appends its round number; every seventh edit to `b` fails instead.
+        let mut queued = Vec::new();
+        for round in 0..ROUNDS {
+            for (which, doc) in docs.iter().enumerate() {
+                let fails = which == 1 && round % 7 == 0;
+                let edit: crate::repo::EditFn = Box::new(move |tx| {
+                    if fails {
+                        return Err(format!("refused round {round}"));
+                    }
+                    let at = match tx.get(automerge::ROOT, "log").unwrap() {
+                        Some((_, id)) => tx.length(&id),
+                        None => 0,
+                    };
+                    crate::repo::splice_root_text(tx, "log", at, 0, &format!("{round},"))
+                });
+                queued.push((fails, node.edit_queued(*doc, edit).await.unwrap()));
+            }
+        }
+        for (fails, edit) in queued {
+            assert_eq!(edit.durable().await.is_err(), fails);
+        }
+        node.shutdown().await;
+
+        let node = Node::start(config).await.unwrap();
+        for (which, doc) in docs.iter().enumerate() {
+            let expected: String = (0..ROUNDS)
+                .filter(|round| !(which == 1 && round % 7 == 0))
+                .map(|round| format!("{round},"))
+                .collect();
+            let log = node
+                .read(*doc, |d| crate::repo::root_text(d, "log"))
+                .await
+                .unwrap()
+                .flatten();
+            assert_eq!(log.as_deref(), Some(expected.as_str()), "document {which}");
         }
         node.shutdown().await;
     }

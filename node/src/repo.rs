@@ -341,8 +341,54 @@ fn compare_heads(
 /// How long a peer has to complete `Hello` before its session is closed.
 const HELLO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// Most queued changes to one document applied and persisted together.
+/// Most queued changes applied in one pass (across documents).
 const MAX_EDIT_BATCH: usize = 1024;
+
+/// A queued edit and where to answer it.
+type QueuedEdit = (EditFn, Reply<Vec<String>>);
+
+/// A document's queued write (if its edits changed it) and its callers' answers, to send
+/// once that write is durable.
+type EditsSettled = (
+    Option<Pending>,
+    Vec<(Reply<Vec<String>>, Result<Vec<String>, NodeError>)>,
+);
+
+/// Edits taken from the queue in one pass, grouped by document, each document's in the
+/// order they were queued (documents are independent, so only that order matters).
+struct EditBatches {
+    batches: Vec<(DocumentId, Vec<QueuedEdit>)>,
+    /// Where each document's batch is in `batches`.
+    position: HashMap<DocumentId, usize>,
+    edits: usize,
+}
+
+impl EditBatches {
+    fn new(doc: DocumentId, edit: EditFn, reply: Reply<Vec<String>>) -> Self {
+        let mut batches = Self {
+            batches: Vec::new(),
+            position: HashMap::new(),
+            edits: 0,
+        };
+        batches.push(doc, edit, reply);
+        batches
+    }
+
+    fn push(&mut self, doc: DocumentId, edit: EditFn, reply: Reply<Vec<String>>) {
+        let batches = &mut self.batches;
+        let at = *self.position.entry(doc).or_insert_with(|| {
+            batches.push((doc, Vec::new()));
+            batches.len() - 1
+        });
+        self.batches[at].1.push((edit, reply));
+        self.edits += 1;
+    }
+
+    /// Edits taken.
+    fn len(&self) -> usize {
+        self.edits
+    }
+}
 
 /// Chunks smaller than this in total never trigger a compaction on their own.
 const MIN_COMPACTION_BYTES: u64 = 256 * 1024;
@@ -619,14 +665,16 @@ impl RepoActor {
                 },
                 command = self.commands.recv() => match command {
                     Some(RepoCommand::Edit { doc, edit, reply }) => {
-                        let mut batch = vec![(edit, reply)];
+                        // Edits queued back to back are applied in one pass, grouped by
+                        // document in arrival order: exporting changes walks a document,
+                        // so one walk (and one chunk) per document, and one task answers
+                        // the whole pass.
+                        let mut batches = EditBatches::new(doc, edit, reply);
                         let mut next = None;
-                        // Changes queued back to back for one document share one chunk:
-                        // exporting changes walks the document, so one walk per batch.
-                        while batch.len() < MAX_EDIT_BATCH {
+                        while batches.len() < MAX_EDIT_BATCH {
                             match self.commands.try_recv() {
-                                Ok(RepoCommand::Edit { doc: same, edit, reply }) if same == doc => {
-                                    batch.push((edit, reply));
+                                Ok(RepoCommand::Edit { doc, edit, reply }) => {
+                                    batches.push(doc, edit, reply);
                                 }
                                 Ok(other) => {
                                     next = Some(other);
@@ -635,8 +683,8 @@ impl RepoActor {
                                 Err(_) => break,
                             }
                         }
-                        self.trimmer.worked(batch.len());
-                        self.edit_batch(doc, batch).await;
+                        self.trimmer.worked(batches.len());
+                        self.edit_batches(batches).await;
                         if let Some(command) = next {
                             self.trimmer.worked(1);
                             self.on_command(command).await;
@@ -1303,9 +1351,43 @@ impl RepoActor {
         Ok(Some(pending))
     }
 
-    /// Applies queued changes to one document, each in its own transaction, persists them
-    /// as one chunk, and answers each caller once that chunk is durable.
-    async fn edit_batch(&mut self, doc: DocumentId, batch: Vec<(EditFn, Reply<Vec<String>>)>) {
+    /// Applies a pass of queued edits (see [`EditBatches`]) and answers each caller once
+    /// its document's chunk is durable.
+    async fn edit_batches(&mut self, batches: EditBatches) {
+        let docs: Vec<DocumentId> = batches.batches.iter().map(|(doc, _)| *doc).collect();
+        self.ensure_loaded(&docs).await;
+        let mut settled = Vec::with_capacity(docs.len());
+        for (doc, batch) in batches.batches {
+            if let Some(done) = self.edit_batch(doc, batch).await {
+                settled.push(done);
+            }
+        }
+        tokio::spawn(async move {
+            for (pending, answers) in settled {
+                let durable = match pending {
+                    Some(p) => p.durable().await.map(drop),
+                    None => Ok(()),
+                };
+                for (reply, answer) in answers {
+                    let outcome = match (&durable, answer) {
+                        (Err(error), _) => Err(NodeError::Store(error.clone())),
+                        (Ok(()), answer) => answer,
+                    };
+                    let _ = reply.send(outcome);
+                }
+            }
+        });
+    }
+
+    /// Applies queued changes to one document, each in its own transaction, and queues
+    /// them as one chunk. Returns the chunk's pending write and each caller's answer, to
+    /// be sent once that write is durable; callers already answered (the document is
+    /// missing or read-only, or the store refused the chunk) are not returned.
+    async fn edit_batch(
+        &mut self,
+        doc: DocumentId,
+        batch: Vec<QueuedEdit>,
+    ) -> Option<EditsSettled> {
         if self.views.contains_key(&doc) {
             self.stale_views.insert(doc);
         }
@@ -1313,15 +1395,16 @@ impl RepoActor {
             for (_, reply) in batch {
                 let _ = reply.send(Err(NodeError::ReadOnly(doc.to_string())));
             }
-            return;
+            return None;
         }
+        // Usually loaded already, with the pass's other documents.
         self.ensure_loaded(&[doc]).await;
         let actor = self.actor.clone();
         let Some(before) = self.hub.docs().heads(&doc).map(<[_]>::to_vec) else {
             for (_, reply) in batch {
                 let _ = reply.send(Err(NodeError::NoSuchDocument(doc.to_string())));
             }
-            return;
+            return None;
         };
         let mut answers = Vec::with_capacity(batch.len());
         let chunk = self
@@ -1375,25 +1458,13 @@ impl RepoActor {
                         for (reply, _) in answers {
                             let _ = reply.send(Err(error.clone().into()));
                         }
-                        return;
+                        return None;
                     }
                 }
             }
             None => None,
         };
-        tokio::spawn(async move {
-            let durable = match pending {
-                Some(p) => p.durable().await.map(drop),
-                None => Ok(()),
-            };
-            for (reply, answer) in answers {
-                let outcome = match (&durable, answer) {
-                    (Err(error), _) => Err(NodeError::Store(error.clone())),
-                    (Ok(()), answer) => answer,
-                };
-                let _ = reply.send(outcome);
-            }
-        });
+        Some((pending, answers))
     }
 
     pub(crate) async fn ensure_index(&mut self) -> Result<Option<Pending>, NodeError> {
