@@ -403,8 +403,6 @@ pub(crate) struct Compaction {
     chunks_at: u64,
     bytes_since: u64,
     snapshot_len: u64,
-    /// A snapshot is being saved; `chunks_at` and `bytes_since` already count it done.
-    in_flight: bool,
 }
 
 /// A compaction launched by [`RepoActor::after_append`]: the state to restore if it
@@ -1048,7 +1046,12 @@ impl RepoActor {
         if !heavy && chunks_since < self.compact_after {
             return;
         }
-        if state.in_flight || self.compacting.len() >= MAX_COMPACTIONS_IN_FLIGHT {
+        // One compaction per document at a time: the store must receive a document's
+        // compactions in the order of the chunk counts they cover, or an older snapshot
+        // could replace a newer one after the newer dropped its chunks.
+        if self.compacting.len() >= MAX_COMPACTIONS_IN_FLIGHT
+            || self.compaction_tasks.values().any(|task| task.doc == doc)
+        {
             // Tried again at the document's next chunk.
             return;
         }
@@ -1057,12 +1060,12 @@ impl RepoActor {
         let Some(copy) = self.hub.docs().get(&doc).cloned() else {
             return;
         };
+        // Counted as done now; undone in `compaction_ended` if it fails.
         let before = *state;
         *state = Compaction {
             chunks_at: through,
             bytes_since: 0,
             snapshot_len: before.snapshot_len,
-            in_flight: true,
         };
         let store = self.store.clone();
         let task = self.compacting.spawn(async move {
@@ -1093,7 +1096,6 @@ impl RepoActor {
             return;
         };
         let state = self.compaction.entry(doc).or_default();
-        state.in_flight = false;
         match snapshot_len {
             Some(len) => state.snapshot_len = len,
             None => {
