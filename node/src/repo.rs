@@ -405,11 +405,15 @@ pub(crate) struct Compaction {
     snapshot_len: u64,
 }
 
-/// A compaction launched by [`RepoActor::after_append`]: the state to restore if it
-/// fails, and, once it ends, the new snapshot's size if it was queued to the store.
+/// A compaction launched by [`RepoActor::after_append`]: its document, the chunk count
+/// its copy covers, and the state to restore if it fails.
 pub(crate) struct CompactionTask {
     doc: DocumentId,
+    through: u64,
     before: Compaction,
+    /// The document's chunk numbering restarted while it was saved (it was stored anew):
+    /// `through` no longer means the same chunks, so the snapshot is dropped.
+    void: bool,
 }
 
 pub(crate) type Reply<T> = oneshot::Sender<Result<T, NodeError>>;
@@ -504,9 +508,9 @@ pub(crate) struct RepoActor {
     /// Per document: (chunk count at the last compaction, chunk bytes since, snapshot size).
     pub(crate) compaction: HashMap<DocumentId, Compaction>,
     pub(crate) compact_after: u64,
-    /// Snapshots being saved off the actor (at most [`MAX_COMPACTIONS_IN_FLIGHT`]), each
-    /// ending with the snapshot's size if it was queued to the store.
-    pub(crate) compacting: tokio::task::JoinSet<Option<u64>>,
+    /// Snapshots being saved off the actor (at most [`MAX_COMPACTIONS_IN_FLIGHT`]); the
+    /// actor queues each to the store when it is done (see `compaction_ended`).
+    pub(crate) compacting: tokio::task::JoinSet<Vec<u8>>,
     /// What each running compaction is for, by task.
     pub(crate) compaction_tasks: HashMap<tokio::task::Id, CompactionTask>,
     /// Per peer, the heads it last reported for each document, taken when its sessions
@@ -626,7 +630,7 @@ impl RepoActor {
                 biased;
                 _ = shutdown.changed() => break,
                 Some(ended) = self.compacting.join_next_with_id(),
-                    if !self.compacting.is_empty() => self.compaction_ended(ended),
+                    if !self.compacting.is_empty() => self.compaction_ended(ended).await,
                 _ = sweep.tick() => {
                     self.unload_unused();
                     self.close_silent_sessions().await;
@@ -700,7 +704,7 @@ impl RepoActor {
         // compacted as far as the node got (at most two saves, each bounded by one
         // document's size).
         while let Some(ended) = self.compacting.join_next_with_id().await {
-            self.compaction_ended(ended);
+            self.compaction_ended(ended).await;
         }
     }
 
@@ -894,8 +898,7 @@ impl RepoActor {
                     if let Ok(pending) = self.store.enqueue_create_doc(doc, meta, data, heads).await
                     {
                         watch_failure(pending, doc);
-                        self.chunks.insert(doc, 0);
-                        self.compaction.insert(doc, Compaction::default());
+                        self.chunks_restart(doc);
                     }
                     self.count_incoming(from);
                 }
@@ -1041,7 +1044,8 @@ impl RepoActor {
         let through = *count;
         let state = self.compaction.entry(doc).or_default();
         state.bytes_since += chunk_len as u64;
-        let chunks_since = through - state.chunks_at;
+        // Saturating: a failed compaction puts back an older count (see `compaction_ended`).
+        let chunks_since = through.saturating_sub(state.chunks_at);
         let heavy = state.bytes_since > state.snapshot_len.max(MIN_COMPACTION_BYTES);
         if !heavy && chunks_since < self.compact_after {
             return;
@@ -1067,41 +1071,77 @@ impl RepoActor {
             bytes_since: 0,
             snapshot_len: before.snapshot_len,
         };
-        let store = self.store.clone();
-        let task = self.compacting.spawn(async move {
-            let snapshot = tokio::task::spawn_blocking(move || copy.save())
-                .await
-                .ok()?;
-            let len = snapshot.len() as u64;
-            // Chunks numbered from `through` on stay: later changes are not in the copy.
-            let pending = store.enqueue_compact(doc, snapshot, through).await.ok()?;
-            watch_failure(pending, doc);
-            Some(len)
-        });
-        self.compaction_tasks
-            .insert(task.id(), CompactionTask { doc, before });
+        let task = self.compacting.spawn_blocking(move || copy.save());
+        self.compaction_tasks.insert(
+            task.id(),
+            CompactionTask {
+                doc,
+                through,
+                before,
+                void: false,
+            },
+        );
     }
 
-    /// Settles a compaction that ended: on success the snapshot's size sets the next
-    /// threshold; on failure the chunks it would have dropped count again.
-    fn compaction_ended(
+    /// Queues a finished compaction's snapshot to the store, from the actor: a
+    /// document's compactions and chunk restarts thus reach the store in the order the
+    /// actor decided them. Chunks numbered from `through` on stay (the copy lacks them).
+    /// On failure the chunks it would have dropped count again.
+    async fn compaction_ended(
         &mut self,
-        ended: Result<(tokio::task::Id, Option<u64>), tokio::task::JoinError>,
+        ended: Result<(tokio::task::Id, Vec<u8>), tokio::task::JoinError>,
     ) {
-        let (id, snapshot_len) = match ended {
-            Ok((id, len)) => (id, len),
+        let (id, snapshot) = match ended {
+            Ok((id, snapshot)) => (id, Some(snapshot)),
             Err(error) => (error.id(), None),
         };
-        let Some(CompactionTask { doc, before }) = self.compaction_tasks.remove(&id) else {
+        let Some(task) = self.compaction_tasks.remove(&id) else {
             return;
         };
+        if task.void {
+            return;
+        }
+        let doc = task.doc;
+        let queued = match snapshot {
+            Some(snapshot) => {
+                let len = snapshot.len() as u64;
+                match self
+                    .store
+                    .enqueue_compact(doc, snapshot, task.through)
+                    .await
+                {
+                    Ok(pending) => {
+                        tokio::spawn(async move {
+                            if let Err(error) = pending.durable().await {
+                                tracing::warn!(%doc, %error, "could not store a compaction; the chunks stay");
+                            }
+                        });
+                        Some(len)
+                    }
+                    Err(_) => None,
+                }
+            }
+            None => None,
+        };
         let state = self.compaction.entry(doc).or_default();
-        match snapshot_len {
+        match queued {
             Some(len) => state.snapshot_len = len,
             None => {
                 tracing::warn!(%doc, "could not compact the document; its chunks stay");
-                state.chunks_at = before.chunks_at;
-                state.bytes_since += before.bytes_since;
+                state.chunks_at = task.before.chunks_at;
+                state.bytes_since += task.before.bytes_since;
+            }
+        }
+    }
+
+    /// A document was stored anew (a snapshot, no chunks): its chunk numbering restarts
+    /// at zero, and a compaction still saving it is void.
+    fn chunks_restart(&mut self, doc: DocumentId) {
+        self.chunks.insert(doc, 0);
+        self.compaction.insert(doc, Compaction::default());
+        for task in self.compaction_tasks.values_mut() {
+            if task.doc == doc {
+                task.void = true;
             }
         }
     }
@@ -1356,12 +1396,22 @@ impl RepoActor {
     /// Applies a pass of queued edits (see [`EditBatches`]) and answers each caller once
     /// its document's chunk is durable.
     async fn edit_batches(&mut self, batches: EditBatches) {
-        let docs: Vec<DocumentId> = batches.batches.iter().map(|(doc, _)| *doc).collect();
-        self.ensure_loaded(&docs).await;
-        let mut settled = Vec::with_capacity(docs.len());
-        for (doc, batch) in batches.batches {
-            if let Some(done) = self.edit_batch(doc, batch).await {
-                settled.push(done);
+        let mut settled = Vec::with_capacity(batches.batches.len());
+        let mut batches = batches.batches.into_iter().peekable();
+        while batches.peek().is_some() {
+            // A pass may touch up to `MAX_EDIT_BATCH` documents: load them a batch at a
+            // time, and unload between batches (each document's changes are queued to the
+            // store by then), so the pass keeps the bound on loaded documents.
+            let group: Vec<_> = batches.by_ref().take(LOAD_BATCH).collect();
+            let docs: Vec<DocumentId> = group.iter().map(|(doc, _)| *doc).collect();
+            self.ensure_loaded(&docs).await;
+            for (doc, batch) in group {
+                if let Some(done) = self.edit_batch(doc, batch).await {
+                    settled.push(done);
+                }
+            }
+            if batches.peek().is_some() {
+                self.unload_beyond(MAX_LOADED_DOCS);
             }
         }
         tokio::spawn(async move {
@@ -1486,7 +1536,7 @@ impl RepoActor {
                 doc.get_heads(),
             )
             .await?;
-        self.chunks.insert(self.index, 0);
+        self.chunks_restart(self.index);
         self.hub.docs_mut().insert(self.index, doc);
         Ok(Some(pending))
     }
@@ -1539,7 +1589,7 @@ impl RepoActor {
                 )
                 .await?,
         );
-        self.chunks.insert(id, 0);
+        self.chunks_restart(id);
         self.hub.docs_mut().insert(id, doc);
         if let Some(p) = self.ensure_index().await? {
             pending.push(p);
@@ -2500,4 +2550,47 @@ pub fn splice_root_text(
     };
     tx.splice_text(&text, position, delete, insert)
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued() -> (
+        QueuedEdit,
+        oneshot::Receiver<Result<Vec<String>, NodeError>>,
+    ) {
+        let (reply, answer) = oneshot::channel();
+        ((Box::new(|_| Ok(())), reply), answer)
+    }
+
+    #[test]
+    fn a_pass_groups_edits_by_document_in_queue_order() {
+        let [a, b, c] = [1, 2, 3].map(|n| DocumentId::from_bytes([n; 16]));
+        let ((edit, reply), a1) = queued();
+        let mut batches = EditBatches::new(a, edit, reply);
+        let mut answers = vec![a1];
+        for doc in [b, a, c, b, a] {
+            let ((edit, reply), answer) = queued();
+            batches.push(doc, edit, reply);
+            answers.push(answer);
+        }
+        assert_eq!(batches.len(), 6);
+        let order: Vec<DocumentId> = batches.batches.iter().map(|(doc, _)| *doc).collect();
+        assert_eq!(order, [a, b, c], "documents in order of first arrival");
+        // Number the edits as the pass would apply them.
+        let mut n = 0;
+        for (_, batch) in batches.batches {
+            for (_, reply) in batch {
+                let _ = reply.send(Ok(vec![n.to_string()]));
+                n += 1;
+            }
+        }
+        let applied: Vec<String> = answers
+            .into_iter()
+            .map(|mut answer| answer.try_recv().unwrap().unwrap().remove(0))
+            .collect();
+        // Queued as a, b, a, c, b, a: a's three first, in order, then b's two, then c.
+        assert_eq!(applied, ["0", "3", "1", "5", "4", "2"]);
+    }
 }

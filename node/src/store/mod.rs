@@ -569,7 +569,6 @@ impl StoreActor {
     }
 
     fn commit(&mut self, writes: Vec<(Write, oneshot::Sender<Result<u64, StoreError>>)>) {
-        let seq_before = self.next_seq.clone();
         let log_before = self.log_head;
         let (writes, replies): (Vec<_>, Vec<_>) = writes.into_iter().unzip();
         let outcome = self.apply(&writes);
@@ -580,8 +579,11 @@ impl StoreActor {
                 }
             }
             Err(error) => {
-                // Nothing was committed: forget the sequence numbers we handed out.
-                self.next_seq = seq_before;
+                // Nothing was committed. The access log's chain must stay unbroken, so its
+                // head goes back. Chunk numbers handed out stay used: the repo actor
+                // counted those chunks too, and a compaction drops chunks below the count
+                // it took, so the store's numbers must never fall behind that count (a
+                // gap in the numbers is harmless; chunks are read by range).
                 self.log_head = log_before;
                 tracing::error!(%error, "store commit failed");
                 for reply in replies {
