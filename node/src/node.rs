@@ -761,6 +761,17 @@ mod tests {
     use super::*;
     use crate::{DataDir, DeviceIdentity, store::tables};
 
+    /// A new person's only device in `base/node`: its data dir and a loopback TCP config
+    /// without control socket.
+    fn fresh_node(base: &std::path::Path) -> (std::path::PathBuf, Config) {
+        let dir = base.join("node");
+        DeviceIdentity::init(&DataDir::new(&dir), crate::time::now()).unwrap();
+        let mut config = Config::loopback(&dir);
+        config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+        config.control_socket = false;
+        (dir, config)
+    }
+
     /// Chunk rows left in the store for `doc`, read from the redb file itself.
     fn stored_chunks(dir: &std::path::Path, doc: DocumentId) -> usize {
         let db = redb::Database::open(dir.join("store.redb")).unwrap();
@@ -778,16 +789,12 @@ mod tests {
         const EDITS_EACH: usize = 30;
         const TEXT: usize = 200_000;
         let temp = tempfile::tempdir().unwrap();
-        let dir = temp.path().join("node");
-        DeviceIdentity::init(&DataDir::new(&dir), crate::time::now()).unwrap();
-        let mut config = Config::loopback(&dir);
-        config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-        config.control_socket = false;
+        let (dir, mut config) = fresh_node(temp.path());
         config.compact_after_chunks = 4;
         let node = Node::start(config.clone()).await.unwrap();
         let doc = node.create_doc(Some("notes".into()), None).await.unwrap();
         // A document large enough that saving it takes a while: edits keep landing (each
-        // pass one chunk) while compactions save their copies.
+        // `set` is one change and one chunk) while compactions save their copies.
         node.edit(
             doc,
             Box::new(|tx| crate::repo::splice_root_text(tx, "text", 0, 0, &"x".repeat(TEXT))),
@@ -850,11 +857,7 @@ mod tests {
         const DOCS: usize = 40;
         const ROUNDS: usize = 20;
         let temp = tempfile::tempdir().unwrap();
-        let dir = temp.path().join("node");
-        DeviceIdentity::init(&DataDir::new(&dir), crate::time::now()).unwrap();
-        let mut config = Config::loopback(&dir);
-        config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
-        config.control_socket = false;
+        let (_, config) = fresh_node(temp.path());
         let node = Node::start(config.clone()).await.unwrap();
         let mut docs = Vec::new();
         for i in 0..DOCS {
