@@ -105,12 +105,77 @@ fn decode_key_bytes(text: &str) -> Result<[u8; 32], DidError> {
         Some('z') => {}
         other => return Err(DidError::WrongMultibase(other)),
     }
+    if let Some(key) = decode_ed25519_base58(&id[1..]) {
+        return Ok(key);
+    }
+    // Anything unusual (another length, leading zeros, another prefix) takes the general
+    // decoder, which also names the problem.
     let (_, bytes) = multibase::decode(id).map_err(|_| DidError::BadBase58)?;
     let key = bytes
         .strip_prefix(&ED25519_PUB_MULTICODEC)
         .ok_or(DidError::WrongMulticodec)?;
     key.try_into()
         .map_err(|_| DidError::BadKey(KeyError::WrongLength(key.len())))
+}
+
+/// Base58 digits of an ed25519 did:key after the `z`: `0xed 0x01` and 32 key bytes always
+/// take 47 digits.
+const ED25519_BASE58_DIGITS: usize = 47;
+
+/// The Bitcoin base58 alphabet's value of each byte, or `0xff`.
+const BASE58_VALUES: [u8; 256] = {
+    let alphabet = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+    let mut values = [0xff; 256];
+    let mut digit = 0;
+    while digit < alphabet.len() {
+        values[alphabet[digit] as usize] = digit as u8;
+        digit += 1;
+    }
+    values
+};
+
+/// The key in the base58 text of an ed25519 did:key, decoded in 64-bit limbs; `None` for
+/// any text that is not exactly that (then the general decoder decides). Reading a token
+/// parses three DIDs, and the general decoder's digit-by-digit big number was the largest
+/// single cost of decoding one.
+fn decode_ed25519_base58(digits: &str) -> Option<[u8; 32]> {
+    let digits = digits.as_bytes();
+    // A leading '1' stands for a zero byte, which the multicodec prefix never starts with.
+    if digits.len() != ED25519_BASE58_DIGITS || digits[0] == b'1' {
+        return None;
+    }
+    // 47 base58 digits stay below 58^47 < 2^276: five limbs, least significant first.
+    let mut limbs = [0u64; 5];
+    for group in digits.chunks(8) {
+        let mut value = 0u64;
+        let mut scale = 1u64;
+        for &digit in group {
+            let digit = BASE58_VALUES[usize::from(digit)];
+            if digit == 0xff {
+                return None;
+            }
+            value = value * 58 + u64::from(digit);
+            scale *= 58;
+        }
+        let mut carry = u128::from(value);
+        for limb in &mut limbs {
+            let product = u128::from(*limb) * u128::from(scale) + carry;
+            *limb = product as u64;
+            carry = product >> 64;
+        }
+        debug_assert_eq!(carry, 0, "47 digits fit five limbs");
+    }
+    let mut bytes = [0u8; 40];
+    for (chunk, limb) in bytes.chunks_exact_mut(8).zip(limbs.iter().rev()) {
+        chunk.copy_from_slice(&limb.to_be_bytes());
+    }
+    // The number must be exactly the 34 bytes `0xed 0x01 ‖ key`.
+    let (zeros, rest) = bytes.split_at(6);
+    let key = rest.strip_prefix(&ED25519_PUB_MULTICODEC)?;
+    if zeros.iter().any(|&byte| byte != 0) {
+        return None;
+    }
+    key.try_into().ok()
 }
 
 impl fmt::Display for Did {
@@ -202,6 +267,36 @@ mod tests {
         );
         let long = format!("did:key:z{}", "6".repeat(300));
         assert_eq!(long.parse::<Did>(), Err(DidError::TooLong(long.len())));
+    }
+
+    #[test]
+    fn the_fast_base58_path_agrees_with_the_general_decoder() {
+        let general = |digits: &str| -> Option<[u8; 32]> {
+            let bytes = multibase::Base::Base58Btc.decode(digits).ok()?;
+            bytes.strip_prefix(&ED25519_PUB_MULTICODEC)?.try_into().ok()
+        };
+        let mut seed = [0u8; 32];
+        for round in 0..2000u32 {
+            seed[..4].copy_from_slice(&round.to_le_bytes());
+            let did = crate::SecretKey::from_seed(seed).did().to_string();
+            let digits = &did["did:key:z".len()..];
+            assert_eq!(decode_ed25519_base58(digits), general(digits), "{did}");
+            assert!(decode_ed25519_base58(digits).is_some());
+            // Every one-digit change either decodes identically on both paths or is left
+            // to the general decoder.
+            let position = round as usize % digits.len();
+            for replacement in ["1", "z", "0", "2", "L"] {
+                let mut changed = digits.to_owned();
+                changed.replace_range(position..=position, replacement);
+                if let Some(key) = decode_ed25519_base58(&changed) {
+                    assert_eq!(Some(key), general(&changed), "{changed}");
+                }
+            }
+        }
+        // The largest and smallest 47-digit numbers fall outside `0xed 0x01 ‖ key`.
+        for digit in ["z", "2", "1"] {
+            assert_eq!(decode_ed25519_base58(&digit.repeat(47)), None);
+        }
     }
 
     #[test]

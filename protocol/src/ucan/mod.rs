@@ -13,6 +13,7 @@
 //! [`Validator`] checks chains at a given time and returns the spec's named errors
 //! ([`ValidationError::name`]). Sizes and depth are bounded before any signature work.
 
+mod canonical;
 mod command;
 mod delegation;
 mod envelope;
