@@ -297,6 +297,10 @@ mod tests {
         for digit in ["z", "2", "1"] {
             assert_eq!(decode_ed25519_base58(&digit.repeat(47)), None);
         }
+        // 2^272 + 0xed01·2^256: `0xed 0x01` and 32 zero bytes, but behind a leading 1.
+        let too_large = "C9QuSoSyY8AVbtw22ij4UEGVahHskuNbpoVJhZEJ8ZWCYXH";
+        assert_eq!(decode_ed25519_base58(too_large), None);
+        assert_eq!(general(too_large), None);
     }
 
     #[test]

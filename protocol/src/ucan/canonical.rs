@@ -15,6 +15,9 @@ use ipld_core::ipld::Ipld;
 /// Deepest nesting read here; deeper values go to the general decoder.
 const MAX_DEPTH: usize = 32;
 
+/// Most list items reserved before they are read.
+const MAX_PREALLOCATED_ITEMS: usize = 16;
+
 /// CBOR's tag for IPLD links.
 const CID_TAG: u64 = 42;
 
@@ -89,9 +92,11 @@ impl<'a> Reader<'a> {
             }
             3 => Ipld::String(self.text(argument)?),
             4 => {
-                // Every item takes at least one byte, so the length is bounded by the input.
+                // Every item takes at least one byte, so the length is bounded by the input;
+                // the first allocation is bounded too, or nested headers claiming thousands
+                // of items each would reserve megabytes for a 64 KiB token.
                 let len = self.len(argument)?;
-                let mut items = Vec::with_capacity(len);
+                let mut items = Vec::with_capacity(len.min(MAX_PREALLOCATED_ITEMS));
                 for _ in 0..len {
                     items.push(self.value(depth + 1)?);
                 }
@@ -262,5 +267,64 @@ mod tests {
             read_canonical(&[0xa2, 0x61, b'b', 0x01, 0x62, b'a', b'a', 0x02]),
             general(&[0xa2, 0x61, b'b', 0x01, 0x62, b'a', b'a', 0x02])
         );
+        // Every longer head for a value that fits a shorter one; a non-text map key;
+        // `undefined`; `false` written as a one-byte simple value; tag 42 in long form
+        // and over text.
+        for bytes in [
+            &[0x19, 0x00, 0xff][..],
+            &[0x1a, 0x00, 0x00, 0xff, 0xff],
+            &[0x1b, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff],
+            &[0x38, 0x05],
+            &[0x58, 0x01, 0x00],
+            &[0x79, 0x00, 0x01, b'a'],
+            &[0x98, 0x01, 0xf6],
+            &[0xb8, 0x01, 0x61, b'a', 0xf6],
+            &[0xa1, 0x01, 0x01],
+            &[0xf7],
+            &[0xf8, 0x14],
+            &[0xd9, 0x00, 0x2a, 0x41, 0x00],
+            &[0xd8, 0x2a, 0x61, b'a'],
+        ] {
+            assert_eq!(read_canonical(bytes), None, "{bytes:02x?}");
+        }
+        // The longest shortest forms are still read.
+        assert_eq!(
+            read_canonical(&[0x1b, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00]),
+            Some(Ipld::Integer(0x1_0000_0000))
+        );
+    }
+
+    #[test]
+    fn reads_links_only_in_the_encoders_form() {
+        let link = |cid: &[u8], prefix: &[u8]| {
+            let mut bytes = vec![0xd8, 0x2a, 0x58, (prefix.len() + cid.len()) as u8];
+            bytes.extend_from_slice(prefix);
+            bytes.extend_from_slice(cid);
+            bytes
+        };
+        let v1 = token_cid(b"a");
+        assert_eq!(
+            read_canonical(&link(&v1.to_bytes(), &[0])),
+            Some(Ipld::Link(v1))
+        );
+        // A CIDv0 (a bare sha2-256 multihash) reads back as the general path reads it.
+        let v0 = link(&v1.hash().to_bytes(), &[0]);
+        assert!(read_canonical(&v0).is_some());
+        assert_eq!(read_canonical(&v0), general(&v0));
+        // Without the leading zero, or with a byte after the CID.
+        assert_eq!(read_canonical(&link(&v1.to_bytes(), &[])), None);
+        let trailing = [v1.to_bytes(), vec![0xff]].concat();
+        assert_eq!(read_canonical(&link(&trailing, &[0])), None);
+    }
+
+    #[test]
+    fn nesting_beyond_the_limit_is_left_to_the_general_decoder() {
+        let nested = |depth: usize| [vec![0x81; depth], vec![0xf6]].concat();
+        let deepest = nested(MAX_DEPTH);
+        assert!(read_canonical(&deepest).is_some());
+        assert_eq!(read_canonical(&deepest), general(&deepest));
+        let deeper = nested(MAX_DEPTH + 1);
+        assert_eq!(read_canonical(&deeper), None);
+        assert!(general(&deeper).is_some());
     }
 }
