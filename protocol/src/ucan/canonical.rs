@@ -48,34 +48,36 @@ impl<'a> Reader<'a> {
     fn head(&mut self) -> Option<(u8, u64)> {
         let (&initial, rest) = self.rest.split_first()?;
         self.rest = rest;
-        let major = initial >> 5;
-        let argument = match initial & 0x1f {
-            small @ 0..=23 => u64::from(small),
-            24 => u64::from(self.take(1)?[0]),
-            25 => u64::from(u16::from_be_bytes(self.take(2)?.try_into().ok()?)),
-            26 => u64::from(u32::from_be_bytes(self.take(4)?.try_into().ok()?)),
-            27 => u64::from_be_bytes(self.take(8)?.try_into().ok()?),
+        // Each argument size is the shortest only for values the next smaller cannot hold.
+        let (argument, least) = match initial & 0x1f {
+            small @ 0..=23 => (u64::from(small), 0),
+            24 => (u64::from(self.take(1)?[0]), 24),
+            25 => (
+                u64::from(u16::from_be_bytes(self.take(2)?.try_into().ok()?)),
+                0x100,
+            ),
+            26 => (
+                u64::from(u32::from_be_bytes(self.take(4)?.try_into().ok()?)),
+                0x1_0000,
+            ),
+            27 => (
+                u64::from_be_bytes(self.take(8)?.try_into().ok()?),
+                0x1_0000_0000,
+            ),
             _ => return None,
         };
-        let shortest = match initial & 0x1f {
-            0..=23 => true,
-            24 => argument >= 24,
-            25 => argument > 0xff,
-            26 => argument > 0xffff,
-            _ => argument > 0xffff_ffff,
-        };
-        shortest.then_some((major, argument))
+        (argument >= least).then_some((initial >> 5, argument))
     }
 
-    fn len(&mut self, argument: u64) -> Option<usize> {
-        let len = usize::try_from(argument).ok()?;
-        (len <= self.rest.len()).then_some(len)
+    /// The `argument` bytes a byte or text string's head announced.
+    fn counted(&mut self, argument: u64) -> Option<&'a [u8]> {
+        self.take(usize::try_from(argument).ok()?)
     }
 
     fn text(&mut self, argument: u64) -> Option<String> {
-        let len = self.len(argument)?;
-        let bytes = self.take(len)?;
-        std::str::from_utf8(bytes).ok().map(str::to_owned)
+        std::str::from_utf8(self.counted(argument)?)
+            .ok()
+            .map(str::to_owned)
     }
 
     fn value(&mut self, depth: usize) -> Option<Ipld> {
@@ -86,16 +88,16 @@ impl<'a> Reader<'a> {
         Some(match major {
             0 => Ipld::Integer(i64::try_from(argument).ok()?.into()),
             1 => Ipld::Integer((-1 - i64::try_from(argument).ok()?).into()),
-            2 => {
-                let len = self.len(argument)?;
-                Ipld::Bytes(self.take(len)?.to_vec())
-            }
+            2 => Ipld::Bytes(self.counted(argument)?.to_vec()),
             3 => Ipld::String(self.text(argument)?),
             4 => {
                 // Every item takes at least one byte, so the length is bounded by the input;
                 // the first allocation is bounded too, or nested headers claiming thousands
                 // of items each would reserve megabytes for a 64 KiB token.
-                let len = self.len(argument)?;
+                let len = usize::try_from(argument).ok()?;
+                if len > self.rest.len() {
+                    return None;
+                }
                 let mut items = Vec::with_capacity(len.min(MAX_PREALLOCATED_ITEMS));
                 for _ in 0..len {
                     items.push(self.value(depth + 1)?);
@@ -103,15 +105,14 @@ impl<'a> Reader<'a> {
                 Ipld::List(items)
             }
             5 => {
-                let len = self.len(argument)?;
                 let mut map = BTreeMap::new();
                 let mut previous: Option<&[u8]> = None;
-                for _ in 0..len {
+                // Each entry takes at least two bytes; running out of input ends the loop.
+                for _ in 0..argument {
                     let (3, key_len) = self.head()? else {
                         return None;
                     };
-                    let key_len = self.len(key_len)?;
-                    let key = self.take(key_len)?;
+                    let key = self.counted(key_len)?;
                     // Keys sorted by length, then bytewise, each once.
                     if previous
                         .is_some_and(|previous| (previous.len(), previous) >= (key.len(), key))
@@ -129,8 +130,7 @@ impl<'a> Reader<'a> {
                 let (2, len) = self.head()? else {
                     return None;
                 };
-                let len = self.len(len)?;
-                let (&0, cid_bytes) = self.take(len)?.split_first()? else {
+                let (&0, cid_bytes) = self.counted(len)?.split_first()? else {
                     return None;
                 };
                 let cid = Cid::try_from(cid_bytes).ok()?;
