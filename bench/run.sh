@@ -93,10 +93,15 @@ membrane_side() {
           for writers in 4 8 16; do
             run "S5 membrane $writers writers" "$BENCH" s5 --membrane "$MEMBRANE" --writers "$writers" --seconds 60
           done
-        fi ;;
+        fi
+        # The floor under both: raw Automerge applying others' keystrokes at each run's
+        # final text length.
+        for writers in 4 8 16; do
+          run "S5 apply cost, $writers writers" "$BENCH" $QUICK s5-apply --writers "$writers"
+        done ;;
     S7) run "S7 ucan, ed25519, biscuit" "$BENCH" $QUICK s7 ;;
     S8) for system in membrane redb-2pc redb sqlite membrane-group automerge-group \
-                      membrane-group-docs automerge-group-docs; do
+                      membrane-group-docs automerge-group-docs thread-round-trip; do
           run "S8 $system" "$BENCH" $QUICK s8 --system "$system"
         done ;;
     S9) run "S9 membrane" "$BENCH" $QUICK s9 --membrane "$MEMBRANE" ;;

@@ -184,3 +184,43 @@ pub(crate) fn sqlite_single(count: usize) -> anyhow::Result<()> {
     emit_rate("sqlite-wal", "single-commits", ms_since(start), count);
     Ok(())
 }
+
+/// S8's floor for any commit that crosses threads: two threads passing one message back
+/// and forth, each asleep until the other wakes it. A node commit crosses threads four
+/// times (caller, repo actor, store thread, acknowledging task, caller); raw redb
+/// commits on the caller's thread.
+pub(crate) fn thread_round_trip(count: usize) -> anyhow::Result<()> {
+    let (to_echo, echo_inbox) = std::sync::mpsc::sync_channel::<usize>(1);
+    let (to_caller, caller_inbox) = std::sync::mpsc::sync_channel::<usize>(1);
+    let echo = std::thread::spawn(move || {
+        while let Ok(n) = echo_inbox.recv() {
+            if to_caller.send(n).is_err() {
+                break;
+            }
+        }
+    });
+    let round = |n: usize| -> anyhow::Result<()> {
+        to_echo.send(n)?;
+        anyhow::ensure!(caller_inbox.recv()? == n, "the echo answered out of turn");
+        Ok(())
+    };
+    for n in 0..count / 10 {
+        round(n)?;
+    }
+    let start = Instant::now();
+    for n in 0..count {
+        round(n)?;
+    }
+    let ms = ms_since(start);
+    drop(to_echo);
+    echo.join()
+        .map_err(|_| anyhow::anyhow!("the echo thread panicked"))?;
+    emit(
+        "S8-hop",
+        "std-threads",
+        "wake-round-trip",
+        ms / count as f64,
+        json!({"count": count, "us": ms * 1e3 / count as f64}),
+    );
+    Ok(())
+}

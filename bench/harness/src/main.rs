@@ -1,6 +1,7 @@
 //! `membrane-bench`: one scenario, one system, one repetition per call, one JSON line per
 //! measurement on stdout. `bench/run.sh` repeats, alternates with the peers and tabulates.
 
+mod apply;
 mod durable;
 mod footprint;
 mod report;
@@ -68,6 +69,17 @@ enum Scenario {
         #[arg(long, default_value_t = 6)]
         rate: u64,
     },
+    /// S5's floor: raw Automerge applying other writers' keystrokes to the shared text at
+    /// the length an S5 run ends with, one change per call and one from each other writer
+    /// together.
+    S5Apply {
+        /// Writers taking turns at typing.
+        #[arg(long, default_value_t = 16)]
+        writers: usize,
+        /// Characters each has typed (6 a second for 60 s).
+        #[arg(long, default_value_t = 360)]
+        per_writer: usize,
+    },
     /// S7: verify a depth-3 delegation chain: `ucan` (cold and with verified proofs),
     /// `ed25519` (three signatures, one by one and batched), `biscuit` (three blocks).
     S7 {
@@ -79,8 +91,9 @@ enum Scenario {
     /// commit.
     S8 {
         /// `membrane`, `redb`, `redb-2pc`, `sqlite`, `membrane-group` (256 writers on one
-        /// document) or `membrane-group-docs` (each on its own), and `automerge-group` /
-        /// `automerge-group-docs` (the same changes in the raw crate, in memory).
+        /// document) or `membrane-group-docs` (each on its own), `automerge-group` /
+        /// `automerge-group-docs` (the same changes in the raw crate, in memory), and
+        /// `thread-round-trip` (what waking a sleeping thread and back costs here).
         #[arg(long)]
         system: String,
         /// Commits (or, for the group commit, changes).
@@ -165,6 +178,13 @@ fn main() -> anyhow::Result<()> {
             };
             runtime.block_on(typing::run(&membrane, writers, seconds, rate))?;
         }
+        Scenario::S5Apply {
+            writers,
+            per_writer,
+        } => {
+            let per_writer = if cli.quick { 20 } else { per_writer };
+            apply::run(writers, per_writer)?;
+        }
         Scenario::S7 { iterations } => {
             tokens::run(if cli.quick { 50 } else { iterations })?;
         }
@@ -179,6 +199,7 @@ fn main() -> anyhow::Result<()> {
                 "redb" => durable::redb_single(count, false)?,
                 "redb-2pc" => durable::redb_single(count, true)?,
                 "sqlite" => durable::sqlite_single(count)?,
+                "thread-round-trip" => durable::thread_round_trip(count * 10)?,
                 other => anyhow::bail!("unknown S8 system {other:?}"),
             }
         }
