@@ -1,5 +1,6 @@
 //! S5: live typing through an always-on home node. Sarah's `writers` devices each type
-//! `rate` characters a second into one shared text for `seconds`; each connects only to
+//! `rate` characters a second into one shared text for `seconds`, each offset from the
+//! others by its share of the interval (people do not type in step); each connects only to
 //! the home node, a real `membrane run` process that relays every keystroke. Measured: the
 //! remote-apply latency of every keystroke at every other writer (from the moment its
 //! change was made to the moment another writer's node applied it), the loopback TCP round
@@ -111,6 +112,7 @@ pub(crate) async fn run(
     let cpu_before = cpu_ms(child.0.id())?;
     let start = Instant::now();
     let typing_ends = start + Duration::from_secs(seconds);
+    let keystrokes = i64::try_from(seconds * rate)?;
     let mut tasks = tokio::task::JoinSet::new();
     for (me, node) in nodes.iter().enumerate() {
         // The receiver: on every change, note which keystrokes of others arrived.
@@ -142,15 +144,17 @@ pub(crate) async fn run(
             }
             anyhow::Ok(())
         });
-        // The typist.
+        // The typist. People do not type in step: each writer's keystrokes are offset by
+        // its share of the interval (as the automerge-repo side staggers its writers), so
+        // the home node meets a steady stream rather than every writer's keystroke at the
+        // same instant.
         let (node_tx, sent_tx) = (node.clone(), sent.clone());
         tasks.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(1_000 / rate.max(1)));
-            let mut count = 0i64;
-            while Instant::now() < typing_ends {
+            let period = Duration::from_millis(1_000 / rate.max(1));
+            let offset = period * u32::try_from(me)? / u32::try_from(writers)?;
+            let mut tick = tokio::time::interval_at((start + offset).into(), period);
+            for n in 1..=keystrokes {
                 tick.tick().await;
-                count += 1;
-                let n = count;
                 let made = Instant::now();
                 sent_tx.lock().expect("not poisoned").insert((me, n), made);
                 node_tx
