@@ -82,6 +82,19 @@ export function fail(msg) {
  * stderr otherwise. A watchdog turns a hang into a failure. We exit explicitly
  * because repos and WebSocket adapters leave interval timers behind.
  */
+/**
+ * Called once a script's results are printed: an error while it closes down (a writer's
+ * socket still reconnecting to a relay that fell behind, say) is noted on stderr, and no
+ * longer turns a recorded measurement into a failed one.
+ */
+export function resultsRecorded(name) {
+  const note = (err) => process.stderr.write(`${name}: while closing, after the results: ${err?.message ?? String(err)}\n`);
+  for (const event of ["unhandledRejection", "uncaughtException"]) {
+    process.removeAllListeners(event);
+    process.on(event, note);
+  }
+}
+
 export function run(name, main, { timeoutMs = 60 * 60_000 } = {}) {
   const die = (err) => {
     const msg = err instanceof BenchError ? err.message : (err?.stack ?? String(err));

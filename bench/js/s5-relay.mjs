@@ -27,7 +27,7 @@
 // is part of what is measured here.
 
 import * as A from "@automerge/automerge";
-import { cli, run, emit, log, intOpt, numOpt, fail, sleep, percentile, tempDir, cleanupTempDirs, performance, ms } from "./lib.mjs";
+import { cli, run, emit, log, intOpt, numOpt, fail, sleep, percentile, tempDir, cleanupTempDirs, performance, ms, resultsRecorded } from "./lib.mjs";
 import { startSyncServer, clientRepo, within } from "./repo-common.mjs";
 
 const USAGE = "node s5-relay.mjs [--writers 4] [--seconds 60] [--rate 6] [--quick]";
@@ -144,6 +144,7 @@ run("s5-relay", async () => {
     seconds,
   });
 
+  resultsRecorded("s5-relay");
   // A relay still working through a backlog may take long to shut down: give it 10 s.
   const closed = Promise.all(repos.map((r) => r.shutdown())).then(() => server.close());
   await within(10_000, closed, () => "closing the writers and the relay").catch((err) => log(`s5: ${err.message}`));
