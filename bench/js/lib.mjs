@@ -78,11 +78,6 @@ export function fail(msg) {
 }
 
 /**
- * Runs `main` with error handling: exit 0 on success, 1 with a message on
- * stderr otherwise. A watchdog turns a hang into a failure. We exit explicitly
- * because repos and WebSocket adapters leave interval timers behind.
- */
-/**
  * Called once a script's results are printed: an error while it closes down (a writer's
  * socket still reconnecting to a relay that fell behind, say) is noted on stderr, and no
  * longer turns a recorded measurement into a failed one.
@@ -95,6 +90,11 @@ export function resultsRecorded(name) {
   }
 }
 
+/**
+ * Runs `main` with error handling: exit 0 on success, 1 with a message on
+ * stderr otherwise. A watchdog turns a hang into a failure. We exit explicitly
+ * because repos and WebSocket adapters leave interval timers behind.
+ */
 export function run(name, main, { timeoutMs = 60 * 60_000 } = {}) {
   const die = (err) => {
     const msg = err instanceof BenchError ? err.message : (err?.stack ?? String(err));

@@ -122,7 +122,14 @@ pub(crate) async fn run(
         tasks.spawn(async move {
             let mut seen = vec![0i64; writers];
             let stop = typing_ends + Duration::from_secs(5);
-            while let Ok(Ok(event)) = tokio::time::timeout_at(stop.into(), events.recv()).await {
+            loop {
+                let event = match tokio::time::timeout_at(stop.into(), events.recv()).await {
+                    Ok(Ok(event)) => event,
+                    // Events dropped while this task lagged lose nothing: the counts are
+                    // read from the document at the next one.
+                    Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
+                    Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) | Err(_) => break,
+                };
                 if event.doc != doc_text || event.by == "local" {
                     continue;
                 }
