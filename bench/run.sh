@@ -94,7 +94,7 @@ membrane_side() {
             run "S5 membrane $writers writers" "$BENCH" s5 --membrane "$MEMBRANE" --writers "$writers" --seconds 60
           done
         fi
-        # The floor under both: raw Automerge applying others' keystrokes at each run's
+        # The floor under both: raw Automerge applying others' keystrokes from each run's
         # final text length.
         for writers in 4 8 16; do
           run "S5 apply cost, $writers writers" "$BENCH" $QUICK s5-apply --writers "$writers"

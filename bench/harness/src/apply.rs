@@ -35,8 +35,8 @@ fn keystroke(typist: &mut Automerge, text: &ObjId, actor: &ActorId) -> anyhow::R
     Ok(typist.save_after(&before))
 }
 
-/// Milliseconds per call of `load_incremental` on `receiver`, median of [`SAMPLES`], for
-/// batches of `together` keystrokes.
+/// The milliseconds of [`SAMPLES`] calls of `load_incremental` on `receiver`, each
+/// applying `together` fresh keystrokes, sorted.
 fn time_applies(
     typist: &mut Automerge,
     receiver: &mut Automerge,

@@ -69,9 +69,9 @@ enum Scenario {
         #[arg(long, default_value_t = 6)]
         rate: u64,
     },
-    /// S5's floor: raw Automerge applying other writers' keystrokes to the shared text at
-    /// the length an S5 run ends with, one change per call and one from each other writer
-    /// together.
+    /// S5's floor: raw Automerge applying other writers' keystrokes to the shared text
+    /// from the length an S5 run ends with, one change per call and one from each other
+    /// writer together.
     S5Apply {
         /// Writers taking turns at typing.
         #[arg(long, default_value_t = 16)]

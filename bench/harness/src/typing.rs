@@ -112,6 +112,11 @@ pub(crate) async fn run(
     let cpu_before = cpu_ms(child.0.id())?;
     let start = Instant::now();
     let typing_ends = start + Duration::from_secs(seconds);
+    // One keystroke per whole millisecond at most: the typists' interval is in ms.
+    anyhow::ensure!(
+        (1..=1_000).contains(&rate),
+        "--rate must be 1 to 1000 a second"
+    );
     let keystrokes = i64::try_from(seconds * rate)?;
     let mut tasks = tokio::task::JoinSet::new();
     for (me, node) in nodes.iter().enumerate() {
